@@ -1,0 +1,196 @@
+"""Image files <-> arrays.
+
+Pixel convention everywhere outside the network: one image, (H, W, 3), float32, RGB, 0-255.
+Writes are atomic (temporary file in the target folder, then rename), so a failed or interrupted
+save never leaves a partial file and never replaces an existing one half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin
+
+from ._errors import ImageError
+
+#: Largest image accepted by default, in pixels (Pillow's own decompression-bomb threshold x2).
+MAX_PIXELS = 178_956_970
+
+# EXIF ImageDescription: where the run's settings go in formats without text chunks.
+_EXIF_DESCRIPTION = 0x010E
+
+
+def load_image(path: str | os.PathLike, *, max_side: int | None = None) -> np.ndarray:
+    """Read an image file as RGB float32 0-255, (H, W, 3).
+
+    EXIF orientation is applied; grayscale, palette and CMYK images are converted to RGB;
+    transparency is composited on white; animated files give their first frame; 16-bit images
+    are scaled to 8-bit range.
+
+    Args:
+        path: image file.
+        max_side: if given, resize (Lanczos) so that the longer side equals it.
+
+    Raises:
+        ImageError: missing, unreadable, not an image, or larger than ``MAX_PIXELS``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    try:
+        with warnings.catch_warnings():
+            # Our own MAX_PIXELS check below replaces Pillow's warning threshold.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageError(
+                        f"{path}: {img.width}x{img.height} pixels is more than the "
+                        f"{MAX_PIXELS:,}-pixel limit"
+                    )
+                img.seek(0)
+                img = ImageOps.exif_transpose(img)
+                rgb = _to_rgb(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"{path}: refused as a possible decompression bomb ({err})") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as err:
+        # Pillow signals truncated / corrupt / unknown files with any of these.
+        raise ImageError(f"{path}: not a readable image ({err})") from None
+    if rgb.width < 1 or rgb.height < 1:
+        raise ImageError(f"{path}: image has no pixels")
+    if max_side is not None:
+        rgb = resize_longest(rgb, max_side)
+    return np.asarray(rgb, dtype=np.float32)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and array.max() > 255) else 255.0
+        img = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_longest(img: Image.Image, side: int) -> Image.Image:
+    """Resize a PIL image (Lanczos) so that its longer side is ``side`` px, keeping the aspect."""
+    if side < 1:
+        raise ImageError(f"size must be at least 1 px, got {side}")
+    scale = side / max(img.width, img.height)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
+
+
+def resize_array(rgb: np.ndarray, side: int) -> np.ndarray:
+    """Resize an (H, W, 3) float 0-255 array so that its longer side is ``side`` px (Lanczos)."""
+    img = Image.fromarray(np.clip(np.asarray(rgb) + 0.5, 0, 255).astype(np.uint8))
+    return np.asarray(resize_longest(img, side), dtype=np.float32)
+
+
+def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Fail early, before any compute, if ``path`` cannot be written as an image.
+
+    Raises:
+        ImageError: unknown extension, missing or read-only folder, or an existing file while
+            ``overwrite`` is false.
+    """
+    path = Path(path)
+    extension = path.suffix.lower()
+    if Image.registered_extensions().get(extension) not in Image.SAVE:
+        raise ImageError(
+            f"{path}: unknown image extension {extension or '(none)'!r}; use .png, .jpg, ..."
+        )
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, expected an image file name")
+    if path.exists() and not overwrite:
+        raise ImageError(f"{path}: already exists; pass --overwrite to replace it")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ImageError(f"{path}: folder {folder} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".nst-jax-probe-"):
+            pass
+    except OSError as err:
+        raise ImageError(f"{path}: folder {folder} is not writable ({err.strerror})") from None
+    return path
+
+
+def save_image(
+    path: str | os.PathLike, rgb: Any, *, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write an (H, W, 3) RGB 0-255 array atomically; format from the extension.
+
+    ``metadata`` (JSON-serializable) is stored as a PNG text chunk ``nst_jax`` and as the EXIF
+    ImageDescription, so any output records which weights and settings made it.
+    """
+    path = Path(path)
+    array = np.asarray(rgb, dtype=np.float32)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise ImageError(f"{path}: expected an (H, W, 3) image, got shape {array.shape}")
+    img = Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise ImageError(f"{path}: unknown image extension {path.suffix!r}")
+    options: dict[str, Any] = {}
+    if metadata is not None:
+        text = json.dumps(metadata, sort_keys=True)
+        exif = Image.Exif()
+        exif[_EXIF_DESCRIPTION] = text
+        options["exif"] = exif
+        if fmt == "PNG":
+            info = PngImagePlugin.PngInfo()
+            info.add_text("nst_jax", text)
+            options["pnginfo"] = info
+    if fmt == "JPEG":
+        options["quality"] = 95
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise ImageError(f"{path}: cannot write image ({err})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            try:
+                img.save(handle, format=fmt, **options)
+            except (TypeError, KeyError):
+                # Formats that take no EXIF: the pixels still matter more than the metadata.
+                handle.seek(0)
+                handle.truncate()
+                img.save(handle, format=fmt)
+            handle.flush()
+            os.fsync(handle.fileno())
+        publish(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise ImageError(f"{path}: cannot write image ({err})") from None
+        raise
+    return path
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Atomically move a finished temporary file to ``path`` with the usual umask permissions
+    (``mkstemp`` creates files readable by their owner only)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, path)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``nst_jax`` metadata of an image written by :func:`save_image`, or None."""
+    with Image.open(path) as img:
+        text = img.info.get("nst_jax") or img.getexif().get(_EXIF_DESCRIPTION)
+    return json.loads(text) if text else None

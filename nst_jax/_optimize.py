@@ -1,0 +1,540 @@
+"""Stylization: the Gatys objective on one image and the compiled optimizer loop around it.
+
+Pixel convention: the optimized variable is the image itself, (H, W, 3) float32 RGB 0-255; it is
+preprocessed (an affine map) inside the objective. Everything structural (layers, pooling,
+optimizer, history) lives in the frozen, hashable :class:`StyleConfig` and is static under
+``jit``; every loss weight is a traced array in :class:`LossWeights`, so changing weights (or
+vmapping over them) never recompiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._losses import content_loss, gram_matrix, style_loss, total_variation
+from ._vgg import LAYERS, canonical_layer, extract_features, preprocess
+
+with warnings.catch_warnings():
+    # jaxopt announces on import that it is unmaintained; it is still the design's solver.
+    warnings.filterwarnings("ignore", message="JAXopt is no longer maintained", category=DeprecationWarning)
+    import jaxopt
+
+DEFAULT_CONTENT_LAYERS = ("conv4_2",)
+DEFAULT_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+OPTIMIZERS = ("jaxopt-lbfgs", "optax-lbfgs", "adam")
+LINESEARCHES = ("backtracking", "zoom", "hager-zhang", "none")
+INITS = ("content", "noise", "style")
+TERMS = ("content", "style", "tv")
+
+# Run status codes (OptState.status).
+RUNNING, MAX_ITERATIONS, CONVERGED, NONFINITE = 0, 1, 2, 3
+STATUS_NAMES = {
+    RUNNING: "running",
+    MAX_ITERATIONS: "reached the iteration limit",
+    CONVERGED: "converged (relative loss change below tolerance)",
+    NONFINITE: "stopped: the loss became NaN or infinite",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleConfig:
+    """Static (structural) settings; hashable, so it can be a ``jit`` static argument.
+
+    Defaults and their sources:
+
+    * ``content_layers=("conv4_2",)``, ``style_layers=conv1_1 ... conv5_1``: Gatys, Ecker &
+      Bethge, CVPR 2016, Sec. 3.
+    * ``pooling="max"``: the trained network; Gatys et al. 2016 (Sec. 2) prefer ``"avg"`` with
+      their normalized VGG.
+    * ``optimizer="jaxopt-lbfgs"``: L-BFGS as in Gatys et al. 2016 (Sec. 3: "we found L-BFGS to
+      work best"); box-constrained, see :func:`stylize`.
+    * ``history_size=100``: the Lua reference (jcjohnson/neural-style, ``optim.lbfgs``
+      ``nCorrection=100``).
+    * ``linesearch="backtracking"``: Armijo backtracking that starts at the full L-BFGS step,
+      so nearly every iteration costs one loss+gradient evaluation (the Lua reference uses no
+      line search at all; ``"none"`` reproduces it).
+    * ``learning_rate=10.0`` (Adam only): neural-style's ``-learning_rate`` default, in 0-255
+      pixel units.
+    """
+
+    content_layers: tuple[str, ...] = DEFAULT_CONTENT_LAYERS
+    style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
+    pooling: str = "max"
+    optimizer: str = "jaxopt-lbfgs"
+    history_size: int = 100
+    linesearch: str = "backtracking"
+    learning_rate: float = 10.0
+
+    def __post_init__(self):
+        if not self.style_layers:
+            raise ValueError("at least one style layer is required")
+        for name in (*self.content_layers, *self.style_layers):
+            canonical_layer(name)
+        if self.pooling not in ("max", "avg"):
+            raise ValueError(f"pooling must be 'max' or 'avg', got {self.pooling!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.linesearch not in LINESEARCHES:
+            raise ValueError(f"linesearch must be one of {LINESEARCHES}, got {self.linesearch!r}")
+        if self.history_size < 1:
+            raise ValueError(f"history_size must be at least 1, got {self.history_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+    @property
+    def feature_layers(self) -> tuple[str, ...]:
+        """Every layer the objective reads, in network order, canonical names."""
+        wanted = {canonical_layer(n) for n in (*self.content_layers, *self.style_layers)}
+        return tuple(name for name in LAYERS if name in wanted)
+
+
+class LossWeights(NamedTuple):
+    """Traced loss weights: ``L = alpha * sum_c v_c L_c + beta * sum_l w_l E_l + gamma * TV``.
+
+    Attributes:
+        content: alpha, scalar.
+        style: beta, scalar.
+        tv: gamma, scalar.
+        content_layers: (len(content_layers),) per-content-layer weights v_c.
+        style_layers: (len(style_layers),) per-style-layer weights w_l.
+    """
+
+    content: jax.Array
+    style: jax.Array
+    tv: jax.Array
+    content_layers: jax.Array
+    style_layers: jax.Array
+
+
+def loss_weights(
+    config: StyleConfig,
+    *,
+    content: float = 1.0,
+    style: float = 1e3,
+    tv: float = 0.0,
+    content_layers=None,
+    style_layers=None,
+) -> LossWeights:
+    """Build :class:`LossWeights`; per-layer weights default to ``1 / number of layers``.
+
+    ``style=1e3`` with ``content=1`` is the ratio alpha/beta = 1e-3 of Gatys et al. 2015
+    (Fig. 2); ``tv=0``: Gatys et al. use no smoothness term.
+    """
+    def per_layer(values, names, what):
+        if values is None:
+            return jnp.full((len(names),), 1.0 / max(len(names), 1), jnp.float32)
+        values = jnp.asarray(values, jnp.float32)
+        if values.shape != (len(names),):
+            raise ValueError(f"{what}: expected {len(names)} weights, got shape {values.shape}")
+        return values
+
+    return LossWeights(
+        jnp.asarray(content, jnp.float32),
+        jnp.asarray(style, jnp.float32),
+        jnp.asarray(tv, jnp.float32),
+        per_layer(content_layers, config.content_layers, "content layer weights"),
+        per_layer(style_layers, config.style_layers, "style layer weights"),
+    )
+
+
+class Targets(NamedTuple):
+    """What the generated image is compared with, computed once per content/style image.
+
+    Attributes:
+        content_features: per content layer, (H_l, W_l, C_l) features of the content photo.
+        style_grams: per style layer, (N_l, N_l) Gram matrix of the style image.
+    """
+
+    content_features: tuple[jax.Array, ...]
+    style_grams: tuple[jax.Array, ...]
+
+
+def make_targets(params, content: jax.Array, style: jax.Array, config: StyleConfig) -> Targets:
+    """Content features and style Grams; ``content``/``style`` are RGB 0-255 (H, W, 3)."""
+    content_features = extract_features(
+        params, preprocess(content), config.content_layers, pooling=config.pooling
+    ) if config.content_layers else {}
+    style_features = extract_features(
+        params, preprocess(style), config.style_layers, pooling=config.pooling
+    )
+    return Targets(
+        tuple(content_features[name] for name in config.content_layers),
+        tuple(gram_matrix(style_features[name]) for name in config.style_layers),
+    )
+
+
+def stylization_loss(
+    image: jax.Array, params, targets: Targets, weights: LossWeights, config: StyleConfig
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The full Gatys objective of one image; pure, differentiable, vmappable over ``weights``.
+
+    Args:
+        image: (H, W, 3) RGB 0-255, the image being optimized (same size as the content photo).
+
+    Returns:
+        (total, terms): total = alpha * content + beta * style + gamma * tv (float32 scalar);
+        terms holds the unweighted ``content`` (sum_c v_c L_c), ``style`` (sum_l w_l E_l) and
+        ``tv`` values.
+    """
+    features = extract_features(params, preprocess(image), config.feature_layers,
+                                pooling=config.pooling)
+    content = sum(
+        (weights.content_layers[i] * content_loss(features[canonical_layer(name)], target)
+         for i, (name, target) in enumerate(zip(config.content_layers, targets.content_features))),
+        jnp.float32(0.0),
+    )
+    style = style_loss(
+        {name: features[canonical_layer(name)] for name in config.style_layers},
+        dict(zip(config.style_layers, targets.style_grams)),
+        {name: weights.style_layers[i] for i, name in enumerate(config.style_layers)},
+    )
+    tv = total_variation(image)
+    total = weights.content * content + weights.style * style + weights.tv * tv
+    return total, {"content": content, "style": style, "tv": tv}
+
+
+# --------------------------------------------------------------------------------------------
+# Solvers: a common init/update interface over jaxopt's L-BFGS-B, optax's L-BFGS and Adam.
+
+
+class OptState(NamedTuple):
+    """Loop state, returned with the result so a run can be continued.
+
+    Attributes:
+        image: (H, W, 3) current iterate, RGB 0-255.
+        solver: the optimizer's own state (jaxopt ``LbfgsbState`` with its L-BFGS history, or
+            an optax state).
+        iteration: optimizer iterations done.
+        evaluations: loss+gradient evaluations done (line-search trials included).
+        loss: total loss at ``image``.
+        terms: (3,) content, style, tv at ``image``.
+        stall: consecutive iterations whose relative loss decrease was below ``tol``.
+        status: RUNNING, MAX_ITERATIONS, CONVERGED or NONFINITE.
+    """
+
+    image: jax.Array
+    solver: Any
+    iteration: jax.Array
+    evaluations: jax.Array
+    loss: jax.Array
+    terms: jax.Array
+    stall: jax.Array
+    status: jax.Array
+
+
+_BOUNDS = (0.0, 255.0)
+
+
+def _value_and_grad(config: StyleConfig):
+    def fun(image, params, targets, weights):
+        total, terms = stylization_loss(image, params, targets, weights, config)
+        return total, jnp.stack([terms[name] for name in TERMS])
+
+    return jax.value_and_grad(fun, has_aux=True)
+
+
+def _jaxopt_solver(config: StyleConfig):
+    linesearch = {"none": {"stepsize": 1.0}}.get(config.linesearch, {"linesearch": config.linesearch})
+    return jaxopt.LBFGSB(
+        fun=_value_and_grad(config),
+        value_and_grad=True,
+        has_aux=True,
+        maxiter=2**31 - 1,  # our loop decides when to stop
+        tol=0.0,
+        history_size=config.history_size,
+        **linesearch,
+    )
+
+
+def _box(image):
+    return (jnp.full_like(image, _BOUNDS[0]), jnp.full_like(image, _BOUNDS[1]))
+
+
+def _optax_transform(config: StyleConfig):
+    if config.optimizer == "adam":
+        return optax.adam(config.learning_rate)
+    return optax.lbfgs(memory_size=config.history_size)
+
+
+def init_state(image, params, targets: Targets, weights: LossWeights, config: StyleConfig) -> OptState:
+    """Evaluate the objective at ``image`` and set up the optimizer (one evaluation)."""
+    image = jnp.clip(jnp.asarray(image, jnp.float32), *_BOUNDS)
+    args = (params, targets, weights)
+    if config.optimizer == "jaxopt-lbfgs":
+        solver_state = _jaxopt_solver(config).init_state(image, _box(image), *args)
+        loss, terms = solver_state.value, solver_state.aux
+    else:
+        # optax states do not keep the gradient: carry it so each iteration evaluates once.
+        (loss, terms), grad = _value_and_grad(config)(image, *args)
+        solver_state = (_optax_transform(config).init(image), grad)
+    zero = jnp.zeros((), jnp.int32)
+    return OptState(image, solver_state, zero, zero + 1, loss, terms, zero, zero)
+
+
+def _update(state: OptState, params, targets, weights, config: StyleConfig):
+    """One optimizer iteration -> (image, solver state, loss, terms, evaluations used)."""
+    args = (params, targets, weights)
+    if config.optimizer == "jaxopt-lbfgs":
+        solver = state.solver
+        image, solver = _jaxopt_solver(config).update(state.image, solver, _box(state.image), *args)
+        used = solver.num_fun_eval - state.solver.num_fun_eval
+        return image, solver, solver.value, solver.aux, used.astype(jnp.int32)
+    value_and_grad = _value_and_grad(config)
+    transform = _optax_transform(config)
+    opt_state, grad = state.solver
+    used = jnp.ones((), jnp.int32)
+    if config.optimizer == "adam":
+        updates, opt_state = transform.update(grad, opt_state, state.image)
+        # Projected Adam: a step followed by the projection onto the pixel box.
+        image = jnp.clip(optax.apply_updates(state.image, updates), *_BOUNDS)
+    else:
+        value_fn = lambda x: value_and_grad(x, *args)[0][0]  # noqa: E731
+        updates, opt_state = transform.update(
+            grad, opt_state, state.image, value=state.loss, grad=grad, value_fn=value_fn
+        )
+        # optax's L-BFGS is unconstrained; pixels are clipped once, on output.
+        image = optax.apply_updates(state.image, updates)
+        steps = optax.tree_utils.tree_get(opt_state, "num_linesearch_steps")
+        used = used + jnp.asarray(steps, jnp.int32)
+    # Loss, terms and gradient at the new iterate (reused by the next update).
+    (loss, terms), grad = value_and_grad(image, *args)
+    return image, (opt_state, grad), loss, terms, used
+
+
+def _step(state: OptState, params, targets, weights, limits, config: StyleConfig) -> OptState:
+    max_iterations, tol, patience = limits
+    image, solver, loss, terms, used = _update(state, params, targets, weights, config)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(image))
+    improvement = (state.loss - loss) / jnp.maximum(jnp.abs(state.loss), 1e-30)
+    stall = jnp.where(improvement < tol, state.stall + 1, 0)
+    iteration = state.iteration + 1
+    status = jnp.select(
+        [~finite, stall >= patience, iteration >= max_iterations],
+        [NONFINITE, CONVERGED, MAX_ITERATIONS],
+        RUNNING,
+    ).astype(jnp.int32)
+    new = OptState(image, solver, iteration, state.evaluations + used, loss, terms, stall, status)
+    # A non-finite step is discarded: the last good image and state are kept.
+    return jax.tree.map(lambda good, bad: jnp.where(finite, good, bad), new,
+                        state._replace(status=status, iteration=iteration))
+
+
+def run_steps(state: OptState, params, targets, weights, limits, config: StyleConfig, steps: int):
+    """Advance up to ``steps`` iterations inside one compiled ``lax.scan``.
+
+    Finished runs (status != RUNNING) are carried through unchanged (``lax.cond``; under
+    ``vmap`` both branches execute, so a finished lane costs as much as a running one).
+
+    Args:
+        limits: (max_iterations, tol, patience) traced scalars.
+
+    Returns:
+        (state, records) with records = dict of per-step arrays: ``loss`` (steps,), ``terms``
+        (steps, 3), ``evaluations`` (steps,), ``active`` (steps,) bool (False once finished).
+    """
+
+    def body(carry, _):
+        active = carry.status == RUNNING
+        carry = jax.lax.cond(
+            active,
+            lambda s: _step(s, params, targets, weights, limits, config),
+            lambda s: s,
+            carry,
+        )
+        return carry, {"loss": carry.loss, "terms": carry.terms,
+                       "evaluations": carry.evaluations, "active": active}
+
+    return jax.lax.scan(body, state, None, length=steps)
+
+
+_init_jit = jax.jit(init_state, static_argnames="config")
+_targets_jit = jax.jit(make_targets, static_argnames="config")
+_compiled_chunks: dict[Any, Any] = {}
+
+
+def _compiled_run_steps(args, config: StyleConfig, steps: int):
+    """Ahead-of-time compiled :func:`run_steps` for these argument shapes, memoized.
+
+    Returns (compiled, seconds spent compiling now: 0.0 when it was already compiled).
+    """
+    signature = (config, steps, jax.tree.structure(args),
+                 tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args)))
+    if signature in _compiled_chunks:
+        return _compiled_chunks[signature], 0.0
+    start = time.perf_counter()
+    compiled = jax.jit(run_steps, static_argnames=("config", "steps")).lower(
+        *args, config=config, steps=steps).compile()
+    _compiled_chunks[signature] = compiled
+    return compiled, time.perf_counter() - start
+
+
+class StylizeResult(NamedTuple):
+    """Outcome of :func:`stylize`.
+
+    Attributes:
+        image: (H, W, 3) float32 RGB 0-255 (clipped to range), the final image.
+        history: per iteration (index 0 = the initial image): ``loss`` total, ``content``,
+            ``style``, ``tv`` (unweighted terms), ``evaluations`` (cumulative loss+gradient
+            evaluations) and ``seconds`` (wall clock since the start of the loop; within one
+            compiled chunk the time is spread evenly over its iterations).
+        iterations: optimizer iterations done.
+        evaluations: loss+gradient evaluations done.
+        status: why the run stopped (see ``STATUS_NAMES``).
+        state: the final :class:`OptState` (continue a run with ``stylize(..., state=...)``).
+        compile_seconds: time spent compiling (first chunk includes it).
+    """
+
+    image: np.ndarray
+    history: dict[str, np.ndarray]
+    iterations: int
+    evaluations: int
+    status: str
+    state: OptState
+    compile_seconds: float
+
+
+def _chunk_size(pixels: int, save_every: int | None) -> int:
+    # Aim for a progress update every ~1-2 s at these CPU speeds: iterations are ~2e-5 s/pixel.
+    size = int(min(50, max(1, 2**17 // max(pixels, 1))))
+    if save_every:
+        size = max(d for d in range(1, min(size, save_every) + 1) if save_every % d == 0)
+    return size
+
+
+def initial_image(init: str, content, style, *, key) -> jax.Array:
+    """Starting image: the content photo, white noise (uniform 0-255, from ``key``), or the style
+    image resized to the content's shape."""
+    content = jnp.asarray(content, jnp.float32)
+    if init == "content":
+        return content
+    if init == "noise":
+        return jax.random.uniform(key, content.shape, jnp.float32, 0.0, 255.0)
+    if init == "style":
+        return jax.image.resize(jnp.asarray(style, jnp.float32), content.shape, "lanczos3")
+    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+def stylize(
+    content,
+    style,
+    *,
+    params,
+    config: StyleConfig | None = None,
+    content_weight: float = 1.0,
+    style_weight: float = 1e3,
+    tv_weight: float = 0.0,
+    content_layer_weights=None,
+    style_layer_weights=None,
+    init: str = "content",
+    key: jax.Array | None = None,
+    iterations: int = 1000,
+    tol: float = 1e-4,
+    patience: int = 10,
+    state: OptState | None = None,
+    callback: Callable[[OptState, dict[str, np.ndarray]], Any] | None = None,
+    save_every: int | None = None,
+) -> StylizeResult:
+    """Minimize ``alpha * L_c + beta * L_s + gamma * TV`` over the pixels of one image.
+
+    ``content`` and ``style`` are RGB 0-255 (H, W, 3) arrays at the sizes to use (resize first;
+    the CLI does). The image keeps the content's size.
+
+    Keeping pixels in range: the default solver is jaxopt's L-BFGS-B, i.e. L-BFGS with the box
+    constraint 0 <= pixel <= 255 handled by projection inside the algorithm (Cauchy point,
+    projected line search). This is the choice of Gatys et al.'s own code (scipy's L-BFGS-B with
+    pixel bounds): the objective is evaluated only at valid images and stays smooth, unlike
+    peers that clamp inside the objective (a zero gradient through the clamp and a curvature
+    history that no longer matches the function, which is what makes their L-BFGS blow up).
+    Adam is projected the same way (step, then clip), which is exact projected gradient descent.
+    optax's L-BFGS has no bounds: its iterates are unconstrained and clipped once, on output.
+
+    Defaults and their sources: ``style_weight / content_weight = 1e3`` (alpha/beta = 1e-3,
+    Gatys et al. 2015, Fig. 2); ``tv_weight=0`` (Gatys et al. use none); ``init="content"``
+    (Gatys et al. 2016, Sec. 4: initialising from the content photo gives results like noise,
+    and it converges faster; jcjohnson/neural-style's ``-init image``); ``iterations=1000``
+    (neural-style's ``-num_iterations``). Early stopping (``tol``, ``patience``): the run ends
+    once the relative decrease of the loss stayed below ``tol`` for ``patience`` consecutive
+    iterations; ``tol=0`` disables it. See :class:`StyleConfig` for the structural defaults.
+
+    Args:
+        content, style: (H, W, 3) / (H', W', 3) RGB 0-255.
+        params: VGG-19 variables (:func:`load_vgg19_params` or :func:`random_vgg19_params`).
+        config: :class:`StyleConfig`; default layers, pooling and optimizer as documented there.
+        init: ``"content"``, ``"noise"`` or ``"style"``; ``key`` seeds ``"noise"``.
+        iterations: maximum optimizer iterations (L-BFGS iterations, not evaluations).
+        state: an :class:`OptState` from an earlier result to continue from.
+        callback: called after each compiled chunk with ``(state, records)``; return True to stop.
+        save_every: if given, chunks end on multiples of it (so callbacks can save images).
+
+    Returns:
+        :class:`StylizeResult` with the image, loss history and counts.
+    """
+    config = config or StyleConfig()
+    content = jnp.asarray(content, jnp.float32)
+    style = jnp.asarray(style, jnp.float32)
+    for name, image in (("content", content), ("style", style)):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"{name}: expected one (H, W, 3) RGB image, got shape {image.shape}")
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    key = jax.random.key(0) if key is None else key
+    weights = loss_weights(
+        config, content=content_weight, style=style_weight, tv=tv_weight,
+        content_layers=content_layer_weights, style_layers=style_layer_weights,
+    )
+    limits = (jnp.int32(iterations), jnp.float32(tol), jnp.int32(max(patience, 1)))
+
+    start = time.perf_counter()
+    targets = _targets_jit(params, content, style, config)
+    if state is None:
+        state = _init_jit(initial_image(init, content, style, key=key), params, targets, weights,
+                          config)
+    else:
+        state = state._replace(status=jnp.zeros((), jnp.int32))
+    history = {"loss": [np.asarray(state.loss)[None]],
+               "terms": [np.asarray(state.terms)[None]],
+               "evaluations": [np.asarray(state.evaluations)[None]],
+               "seconds": [np.zeros(1)]}
+    steps = _chunk_size(content.shape[0] * content.shape[1], save_every)
+    compiled, compile_seconds = _compiled_run_steps(
+        (state, params, targets, weights, limits), config, steps)
+    status = int(state.status) if int(state.iteration) < iterations else MAX_ITERATIONS
+    while status == RUNNING:
+        state, records = compiled(state, params, targets, weights, limits)
+        records = jax.device_get(records)
+        active = records["active"]
+        elapsed = time.perf_counter() - start - compile_seconds
+        n = int(active.sum())
+        previous = history["seconds"][-1][-1]
+        history["loss"].append(records["loss"][active])
+        history["terms"].append(records["terms"][active])
+        history["evaluations"].append(records["evaluations"][active])
+        history["seconds"].append(previous + (elapsed - previous) * np.arange(1, n + 1) / max(n, 1))
+        status = int(state.status)
+        if callback is not None and callback(state, records):
+            break
+    terms = np.concatenate(history["terms"])
+    result_history = {
+        "loss": np.concatenate(history["loss"]),
+        **{name: terms[:, i] for i, name in enumerate(TERMS)},
+        "evaluations": np.concatenate(history["evaluations"]),
+        "seconds": np.concatenate(history["seconds"]),
+    }
+    return StylizeResult(
+        image=np.clip(np.asarray(state.image), *_BOUNDS),
+        history=result_history,
+        iterations=int(state.iteration),
+        evaluations=int(state.evaluations),
+        status=STATUS_NAMES.get(status, "stopped by the caller"),
+        state=state,
+        compile_seconds=compile_seconds,
+    )

@@ -1,0 +1,208 @@
+"""VGG-19 feature extractor (Simonyan & Zisserman 2015) as a Flax module.
+
+Image convention: the network sees one *preprocessed* image, shape (H, W, 3), float32, in the
+Keras "caffe" convention of the canonical weights: BGR channel order, 0-255 scale, minus the
+ImageNet mean ``[103.939, 116.779, 123.68]`` (see :func:`preprocess`). Outside the network every
+image is RGB, float 0-255, HWC.
+
+Layer names: ``convB_I`` (Caffe / Gatys) and ``blockB_convI`` (Keras) both name the ReLU-activated
+output of conv I of block B. Submodules carry the Keras names, so a params pytree has the same
+keys as the HDF5 file it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# (block, index, output channels) of the 16 convolutions, in network order.
+CONV_SPECS: tuple[tuple[int, int, int], ...] = tuple(
+    (block, index, width)
+    for block, (count, width) in enumerate(
+        [(2, 64), (2, 128), (4, 256), (4, 512), (4, 512)], start=1
+    )
+    for index in range(1, count + 1)
+)
+#: Canonical names of every feature layer, in network order.
+LAYERS: tuple[str, ...] = tuple(f"conv{b}_{i}" for b, i, _ in CONV_SPECS)
+#: Keras / HDF5 names of the same layers.
+KERAS_LAYERS: tuple[str, ...] = tuple(f"block{b}_conv{i}" for b, i, _ in CONV_SPECS)
+
+#: ImageNet mean of the Caffe VGG weights, BGR order, 0-255 scale.
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+_NAME = re.compile(r"^(?:conv(\d)_(\d)|block(\d)_conv(\d))$")
+
+
+def canonical_layer(name: str) -> str:
+    """Return the ``convB_I`` form of a layer name given as ``convB_I`` or ``blockB_convI``.
+
+    Raises:
+        ValueError: the name is not one of the 16 VGG-19 conv layers.
+    """
+    match = _NAME.match(name)
+    if match:
+        block, index = (int(g) for g in match.groups() if g is not None)
+        canonical = f"conv{block}_{index}"
+        if canonical in LAYERS:
+            return canonical
+    raise ValueError(
+        f"unknown VGG-19 layer {name!r}; expected one of {', '.join(LAYERS)} "
+        "(or the Keras form block1_conv1 ...)"
+    )
+
+
+def keras_layer(name: str) -> str:
+    """Return the Keras / HDF5 name (``blockB_convI``) of a layer."""
+    return KERAS_LAYERS[LAYERS.index(canonical_layer(name))]
+
+
+def preprocess(rgb: jax.Array) -> jax.Array:
+    """RGB float 0-255 (..., 3) -> network input: BGR, minus the Caffe ImageNet mean.
+
+    ``x = rgb[..., ::-1] - [103.939, 116.779, 123.68]`` (Keras ``preprocess_input``, mode "caffe").
+    """
+    rgb = jnp.asarray(rgb, jnp.float32)
+    return rgb[..., ::-1] - CAFFE_MEAN_BGR
+
+
+def deprocess(x: jax.Array) -> jax.Array:
+    """Inverse of :func:`preprocess`: network input (..., 3) -> RGB float 0-255 (not clipped)."""
+    x = jnp.asarray(x, jnp.float32)
+    return (x + CAFFE_MEAN_BGR)[..., ::-1]
+
+
+class VGG19(nn.Module):
+    """The 16 conv layers of VGG-19 with 2x2/2 pooling after each block; no classifier.
+
+    Attributes:
+        pooling: ``"max"`` (the trained network) or ``"avg"`` (Gatys et al. 2016 report smoother
+            results with average pooling).
+        dtype: dtype of the convolutions (e.g. ``jnp.bfloat16`` to halve activation memory).
+        param_dtype: dtype of the parameters.
+        precision: ``lax`` precision of the convolutions. ``"highest"`` by default so that GPU/TPU
+            results match float32 CPU results; pass ``None`` for the backend's fast default.
+    """
+
+    pooling: str = "max"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    precision: Any = "highest"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layers: Sequence[str] = LAYERS) -> dict[str, jax.Array]:
+        """Features of one preprocessed image.
+
+        Args:
+            x: (H, W, 3) preprocessed image (see module docstring).
+            layers: names of the layers to return; only the network up to the deepest of them is
+                computed.
+
+        Returns:
+            dict canonical name (``convB_I``) -> (H / 2^(B-1), W / 2^(B-1), C_B) ReLU activation
+            (sizes floored at each pooling, as Keras' "valid" pooling does).
+        """
+        if self.pooling not in ("max", "avg"):
+            raise ValueError(f"pooling must be 'max' or 'avg', got {self.pooling!r}")
+        if x.ndim != 3 or x.shape[-1] != 3:
+            raise ValueError(f"expected one (H, W, 3) image, got shape {x.shape}")
+        wanted = {canonical_layer(name) for name in layers}
+        if not wanted:
+            raise ValueError("no layers requested")
+        deepest = max(LAYERS.index(name) for name in wanted)
+        factor = 2 ** (CONV_SPECS[deepest][0] - 1)
+        if x.shape[0] < factor or x.shape[1] < factor:
+            raise ValueError(
+                f"image of {x.shape[0]}x{x.shape[1]} pixels is too small for layer "
+                f"{LAYERS[deepest]}: it needs at least {factor}x{factor} (each block halves it)"
+            )
+        pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
+        h = x[None].astype(self.dtype)
+        features = {}
+        for position, (block, index, width) in enumerate(CONV_SPECS[: deepest + 1]):
+            if index == 1 and block > 1:
+                h = pool(h, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+            conv = nn.Conv(
+                width,
+                (3, 3),
+                padding="SAME",
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                precision=self.precision,
+                name=KERAS_LAYERS[position],
+            )
+            h = nn.relu(conv(h))
+            if LAYERS[position] in wanted:
+                features[LAYERS[position]] = h[0]
+        return features
+
+
+def extract_features(
+    params: Any,
+    image: jax.Array,
+    layers: Sequence[str],
+    *,
+    pooling: str = "max",
+    dtype: Any = jnp.float32,
+) -> dict[str, jax.Array]:
+    """Activations of one preprocessed image at the requested layers.
+
+    Args:
+        params: variables pytree ``{"params": {"block1_conv1": {"kernel", "bias"}, ...}}`` as
+            returned by :func:`load_vgg19_params` / :func:`random_vgg19_params`.
+        image: (H, W, 3) preprocessed image (BGR, mean subtracted; see :func:`preprocess`).
+        layers: layer names, ``conv4_2`` or ``block4_conv2`` style.
+        pooling: ``"max"`` or ``"avg"``.
+        dtype: computation dtype of the convolutions.
+
+    Returns:
+        dict keyed by the names exactly as given in ``layers`` -> (h, w, c) float activations.
+    """
+    layers = tuple(layers)
+    features = VGG19(pooling=pooling, dtype=dtype).apply(params, jnp.asarray(image), layers)
+    return {name: features[canonical_layer(name)] for name in layers}
+
+
+def param_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
+    """Expected parameter shapes, ``{"block1_conv1": {"kernel": (3,3,3,64), "bias": (64,)}, ...}``.
+
+    Derived from the module itself (``jax.eval_shape`` of ``init``), so the loader's strict check
+    can never drift from the model.
+    """
+    abstract = jax.eval_shape(
+        lambda key, image: VGG19().init(key, image, LAYERS),
+        jax.random.key(0),
+        jnp.zeros((32, 32, 3), jnp.float32),
+    )
+    return jax.tree.map(lambda leaf: tuple(leaf.shape), abstract["params"])
+
+
+def random_vgg19_params(key: jax.Array) -> dict[str, Any]:
+    """Deterministic untrained VGG-19: He-normal kernels (std sqrt(2 / (9 C_in))), zero biases.
+
+    "Untrained features" in the sense of He, Wang & Hopcroft (NeurIPS 2016): random conv nets
+    still produce usable Gram statistics, so everything runs without the pretrained file.
+
+    Args:
+        key: ``jax.random.key``; the same key gives the same params.
+
+    Returns:
+        variables pytree with the structure of :func:`load_vgg19_params`.
+    """
+    params = {}
+    for position, (name, shapes) in enumerate(
+        sorted(param_shapes().items(), key=lambda item: KERAS_LAYERS.index(item[0]))
+    ):
+        kernel_shape = shapes["kernel"]
+        fan_in = kernel_shape[0] * kernel_shape[1] * kernel_shape[2]
+        kernel = jax.random.normal(jax.random.fold_in(key, position), kernel_shape, jnp.float32)
+        params[name] = {
+            "kernel": kernel * np.float32(np.sqrt(2.0 / fan_in)),
+            "bias": jnp.zeros(shapes["bias"], jnp.float32),
+        }
+    return {"params": params}

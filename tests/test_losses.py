@@ -1,0 +1,355 @@
+"""Gatys et al. losses against independent float64 NumPy implementations.
+
+The golden values below are computed from the formulas in DESIGN.md ("The method"), never by
+calling the library. Every golden test runs both eagerly and under ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from nst_jax import content_loss, gram_matrix, style_layer_loss, style_loss, total_variation
+
+RTOL = 1e-5
+
+# (H, W, C) shapes of feature maps: square, H != W both ways, one channel.
+SHAPES = [(4, 4, 3), (5, 3, 8), (3, 7, 6), (6, 9, 1)]
+
+
+# --------------------------------------------------------------------------- NumPy references
+
+
+def np_gram(f: np.ndarray) -> np.ndarray:
+    """G_ij = sum_k F_ik F_jk with F the (M, N) reshaped map, in float64."""
+    f = np.asarray(f, np.float64)
+    h, w, n = f.shape
+    flat = f.reshape(h * w, n)
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = np.sum(flat[:, i] * flat[:, j])
+    return out
+
+
+def np_content_loss(x: np.ndarray, p: np.ndarray) -> float:
+    d = np.asarray(x, np.float64) - np.asarray(p, np.float64)
+    return 0.5 * float(np.sum(d * d))
+
+
+def np_style_layer_loss(x: np.ndarray, a_gram: np.ndarray) -> float:
+    h, w, n = x.shape
+    m = h * w
+    d = np_gram(x) - np.asarray(a_gram, np.float64)
+    return float(np.sum(d * d)) / (4.0 * n**2 * m**2)
+
+
+def np_style_loss(features, grams, weights=None) -> float:
+    if weights is None:
+        weights = {name: 1.0 / len(grams) for name in grams}
+    return sum(
+        float(weights[name]) * np_style_layer_loss(features[name], grams[name]) for name in grams
+    )
+
+
+def np_total_variation(img: np.ndarray) -> float:
+    img = np.asarray(img, np.float64)
+    h, w, c = img.shape
+    total = 0.0
+    for i in range(h):
+        for j in range(w):
+            for k in range(c):
+                if i + 1 < h:
+                    total += (img[i + 1, j, k] - img[i, j, k]) ** 2
+                if j + 1 < w:
+                    total += (img[i, j + 1, k] - img[i, j, k]) ** 2
+    return total
+
+
+# --------------------------------------------------------------------------- helpers / fixtures
+
+
+def rand(shape, seed, scale=1.0, relu=True):
+    """Random float32 map; ReLU-like (non-negative) by default, like VGG activations."""
+    a = np.random.default_rng(seed).normal(size=shape) * scale
+    if relu:
+        a = np.abs(a)
+    return a.astype(np.float32)
+
+
+@pytest.fixture(params=["eager", "jit"])
+def transform(request):
+    return (lambda f: f) if request.param == "eager" else jax.jit
+
+
+def assert_f32_scalar(value):
+    assert isinstance(value, jax.Array)
+    assert value.shape == ()
+    assert value.dtype == jnp.float32
+
+
+def style_setup(seed=0):
+    """Features of a generated image at three layers and Grams of a style image whose maps
+    have a different H, W (including H != W) than the generated image's."""
+    x_shapes = {"conv1_1": (8, 6, 4), "conv2_1": (4, 3, 6), "conv3_1": (2, 2, 5)}
+    s_shapes = {"conv1_1": (5, 9, 4), "conv2_1": (3, 5, 6), "conv3_1": (1, 3, 5)}
+    feats = {name: rand(shape, seed + k) for k, (name, shape) in enumerate(x_shapes.items())}
+    style_maps = {
+        name: rand(shape, seed + 10 + k, scale=1.3)
+        for k, (name, shape) in enumerate(s_shapes.items())
+    }
+    grams = {name: np_gram(m).astype(np.float32) for name, m in style_maps.items()}
+    return feats, grams
+
+
+# --------------------------------------------------------------------------- golden values
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gram_matrix_golden(transform, shape):
+    f = rand(shape, 1, relu=False)
+    got = transform(gram_matrix)(f)
+    assert got.shape == (shape[-1], shape[-1])
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), np_gram(f), rtol=RTOL, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(got).T, rtol=RTOL, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_content_loss_golden(transform, shape):
+    x, p = rand(shape, 2), rand(shape, 3)
+    got = transform(content_loss)(x, p)
+    assert_f32_scalar(got)
+    np.testing.assert_allclose(float(got), np_content_loss(x, p), rtol=RTOL)
+    assert float(transform(content_loss)(x, x)) == 0.0
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("style_hw", [(5, 5), (7, 2)])
+def test_style_layer_loss_golden(transform, shape, style_hw):
+    x = rand(shape, 4)
+    # The style Gram comes from a map of another (H, W): M in the formula is the one of x.
+    a_gram = np_gram(rand((*style_hw, shape[-1]), 5, scale=2.0)).astype(np.float32)
+    got = transform(style_layer_loss)(x, a_gram)
+    assert_f32_scalar(got)
+    np.testing.assert_allclose(float(got), np_style_layer_loss(x, a_gram), rtol=RTOL)
+
+
+def test_style_layer_loss_normalization(transform):
+    """E_l = sum (G - A)^2 / (4 N^2 M^2) with M = H * W (not the side length) and G - A."""
+    h, w, n = 3, 5, 2
+    x = np.ones((h, w, n), np.float32)  # G = M * ones(N, N)
+    a_gram = np.zeros((n, n), np.float32)
+    got = float(transform(style_layer_loss)(x, a_gram))
+    m = h * w
+    expected = (n * n * m**2) / (4.0 * n**2 * m**2)
+    np.testing.assert_allclose(got, expected, rtol=RTOL)  # = 0.25
+    # Sign of the difference does not matter for the loss but the difference does: G == A -> 0.
+    assert float(transform(style_layer_loss)(x, np_gram(x).astype(np.float32))) == 0.0
+
+
+def test_style_loss_default_weights_golden(transform):
+    feats, grams = style_setup()
+    got = transform(style_loss)(feats, grams)
+    assert_f32_scalar(got)
+    expected = np_style_loss(feats, grams)
+    np.testing.assert_allclose(float(got), expected, rtol=RTOL)
+    # Default is w_l = 1/L, i.e. the mean of the per-layer losses.
+    per_layer = [np_style_layer_loss(feats[n], grams[n]) for n in grams]
+    np.testing.assert_allclose(float(got), np.mean(per_layer), rtol=RTOL)
+
+
+def test_style_loss_explicit_weights_golden(transform):
+    feats, grams = style_setup(seed=3)
+    weights = {"conv1_1": 0.5, "conv2_1": 2.0, "conv3_1": 0.0}
+    got = transform(style_loss)(feats, grams, {k: jnp.float32(v) for k, v in weights.items()})
+    assert_f32_scalar(got)
+    np.testing.assert_allclose(float(got), np_style_loss(feats, grams, weights), rtol=RTOL)
+
+
+def test_style_loss_only_layers_of_grams(transform):
+    """Layers are those of ``style_grams``; extra feature maps are ignored."""
+    feats, grams = style_setup(seed=5)
+    sub = {"conv2_1": grams["conv2_1"]}
+    got = transform(style_loss)(feats, sub)
+    np.testing.assert_allclose(
+        float(got), np_style_layer_loss(feats["conv2_1"], grams["conv2_1"]), rtol=RTOL
+    )
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(1, 5, 3), (4, 1, 2)])
+def test_total_variation_golden(transform, shape):
+    img = rand(shape, 6, scale=60.0, relu=False) + 120.0
+    got = transform(total_variation)(img)
+    assert_f32_scalar(got)
+    np.testing.assert_allclose(float(got), np_total_variation(img), rtol=RTOL)
+
+
+def test_total_variation_constant_image_is_zero(transform):
+    assert float(transform(total_variation)(np.full((5, 4, 3), 77.0, np.float32))) == 0.0
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+def test_bfloat16_features_give_float32():
+    x32, p32 = rand((4, 6, 5), 7), rand((4, 6, 5), 8)
+    xb, pb = jnp.asarray(x32, jnp.bfloat16), jnp.asarray(p32, jnp.bfloat16)
+    # Golden values from the bf16-rounded inputs, in float64.
+    xr, pr = np.asarray(xb, np.float64), np.asarray(pb, np.float64)
+    a_gram = np_gram(rand((3, 3, 5), 9)).astype(np.float32)
+
+    g = gram_matrix(xb)
+    assert g.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(g), np_gram(xr), rtol=RTOL)
+
+    c = content_loss(xb, pb)
+    assert_f32_scalar(c)
+    np.testing.assert_allclose(float(c), np_content_loss(xr, pr), rtol=RTOL)
+
+    s = style_layer_loss(xb, a_gram)
+    assert_f32_scalar(s)
+    np.testing.assert_allclose(float(s), np_style_layer_loss(xr, a_gram), rtol=1e-4)
+
+    s2 = style_layer_loss(xb, jnp.asarray(a_gram, jnp.bfloat16))
+    assert_f32_scalar(s2)
+
+    total = style_loss({"a": xb}, {"a": a_gram})
+    assert_f32_scalar(total)
+
+    tv = total_variation(xb)
+    assert_f32_scalar(tv)
+    np.testing.assert_allclose(float(tv), np_total_variation(xr), rtol=RTOL)
+
+
+# --------------------------------------------------------------------------- gradients
+
+# float32 throughout: the functions compute in float32 whatever the input, so finite
+# differences are float32 too. The losses are low-degree polynomials, so a moderate eps is
+# accurate while keeping round-off small.
+GRAD_TOL = {"order": 1, "modes": ["rev"], "eps": 1e-2, "atol": 2e-2, "rtol": 2e-2}
+
+
+def test_grad_gram_matrix():
+    f = rand((3, 4, 2), 10, relu=False)
+    check_grads(lambda a: jnp.sum(gram_matrix(a) * jnp.arange(4.0).reshape(2, 2)), (f,), **GRAD_TOL)
+
+
+def test_grad_content_loss():
+    x, p = rand((3, 4, 2), 11), rand((3, 4, 2), 12)
+    check_grads(content_loss, (x, p), **GRAD_TOL)
+
+
+def test_grad_style_layer_loss():
+    x = rand((3, 4, 2), 13)
+    a_gram = np_gram(rand((2, 5, 2), 14, scale=1.5)).astype(np.float32)
+    # Scale up so that the (tiny, 1/(4 N^2 M^2)-normalized) loss is O(1).
+    check_grads(lambda a: 1e3 * style_layer_loss(a, a_gram), (x,), **GRAD_TOL)
+
+
+def test_grad_style_loss():
+    feats, grams = style_setup(seed=15)
+    feats = {k: v[:3, :3] for k, v in feats.items()}
+    weights = {"conv1_1": 1.0, "conv2_1": 0.5, "conv3_1": 2.0}
+    check_grads(lambda f: 1e3 * style_loss(f, grams, weights), (feats,), **GRAD_TOL)
+    # Gradient w.r.t. the (traced) layer weights: d L_s / d w_l = E_l.
+    g = jax.grad(lambda w: style_loss(feats, grams, w))(
+        {k: jnp.float32(v) for k, v in weights.items()}
+    )
+    for name in grams:
+        np.testing.assert_allclose(
+            float(g[name]), np_style_layer_loss(feats[name], grams[name]), rtol=RTOL
+        )
+
+
+def test_grad_total_variation():
+    img = rand((4, 3, 3), 16, relu=False)
+    check_grads(total_variation, (img,), **GRAD_TOL)
+
+
+def test_grad_content_loss_closed_form():
+    """d L_c / d X = X - P exactly."""
+    x, p = rand((3, 5, 4), 17), rand((3, 5, 4), 18)
+    g = jax.grad(content_loss)(x, p)
+    np.testing.assert_allclose(np.asarray(g), x.astype(np.float64) - p, rtol=RTOL, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("shape", [(5,), (4, 6), (1, 4, 6, 3)])
+def test_wrong_ndim_raises(shape):
+    bad = np.zeros(shape, np.float32)
+    good = np.zeros((4, 6, 3), np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        gram_matrix(bad)
+    with pytest.raises(ValueError, match="shape"):
+        content_loss(bad, bad)
+    with pytest.raises(ValueError, match="shape"):
+        content_loss(good, bad)
+    with pytest.raises(ValueError, match="shape"):
+        style_layer_loss(bad, np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        total_variation(bad)
+
+
+@pytest.mark.parametrize("other", [(4, 5, 3), (5, 6, 3), (4, 6, 2), (6, 4, 3)])
+def test_content_shape_mismatch_raises(other):
+    with pytest.raises(ValueError, match="differ"):
+        content_loss(np.zeros((4, 6, 3), np.float32), np.zeros(other, np.float32))
+
+
+@pytest.mark.parametrize("gram_shape", [(4, 4), (3, 4), (3,), (2, 2)])
+def test_gram_shape_mismatch_raises(gram_shape):
+    with pytest.raises(ValueError, match="Gram"):
+        style_layer_loss(np.zeros((4, 6, 3), np.float32), np.zeros(gram_shape, np.float32))
+
+
+def test_style_loss_missing_weight_raises():
+    feats, grams = style_setup()
+    with pytest.raises(ValueError, match="conv2_1"):
+        style_loss(feats, grams, {"conv1_1": 1.0, "conv3_1": 1.0})
+
+
+def test_style_loss_no_layers_raises():
+    feats, _ = style_setup()
+    with pytest.raises(ValueError):
+        style_loss(feats, {})
+
+
+# --------------------------------------------------------------------------- vmap
+
+
+def test_vmap_over_style_weight_matches_loop():
+    feats, grams = style_setup(seed=20)
+    content_x, content_p = rand((4, 3, 6), 21), rand((4, 3, 6), 22)
+    alpha = jnp.float32(0.7)
+    betas = jnp.asarray([0.0, 1.0, 1e2, 1e4, 3.5e5], jnp.float32)
+
+    def total(alpha, beta):
+        return alpha * content_loss(content_x, content_p) + beta * style_loss(feats, grams)
+
+    batched = jax.jit(jax.vmap(total, in_axes=(None, 0)))(alpha, betas)
+    assert batched.shape == betas.shape
+    assert batched.dtype == jnp.float32
+    looped = np.array([float(total(alpha, b)) for b in betas])
+    np.testing.assert_allclose(np.asarray(batched), looped, rtol=RTOL)
+    # And against the float64 reference.
+    ref = 0.7 * np_content_loss(content_x, content_p) + np.asarray(betas, np.float64) * (
+        np_style_loss(feats, grams)
+    )
+    np.testing.assert_allclose(np.asarray(batched), ref, rtol=RTOL)
+
+
+def test_vmap_over_layer_weights_matches_loop():
+    feats, grams = style_setup(seed=30)
+    w = {
+        name: jnp.asarray(np.random.default_rng(k).uniform(0, 2, 4), jnp.float32)
+        for k, name in enumerate(grams)
+    }
+    batched = jax.vmap(lambda lw: style_loss(feats, grams, lw))(w)
+    looped = [float(style_loss(feats, grams, {k: v[i] for k, v in w.items()})) for i in range(4)]
+    np.testing.assert_allclose(np.asarray(batched), looped, rtol=RTOL)
