@@ -62,6 +62,13 @@ def keras_layer(name: str) -> str:
     return KERAS_LAYERS[LAYERS.index(canonical_layer(name))]
 
 
+def min_image_side(layers: Sequence[str]) -> int:
+    """Smallest image side (px) that still gives every requested layer at least one position:
+    2^(B-1) for the deepest block B (each pooling halves the size)."""
+    deepest = max(LAYERS.index(canonical_layer(name)) for name in layers)
+    return 2 ** (CONV_SPECS[deepest][0] - 1)
+
+
 def preprocess(rgb: jax.Array) -> jax.Array:
     """RGB float 0-255 (..., 3) -> network input: BGR, minus the Caffe ImageNet mean.
 
@@ -115,7 +122,7 @@ class VGG19(nn.Module):
         if not wanted:
             raise ValueError("no layers requested")
         deepest = max(LAYERS.index(name) for name in wanted)
-        factor = 2 ** (CONV_SPECS[deepest][0] - 1)
+        factor = min_image_side(wanted)
         if x.shape[0] < factor or x.shape[1] < factor:
             raise ValueError(
                 f"image of {x.shape[0]}x{x.shape[1]} pixels is too small for layer "

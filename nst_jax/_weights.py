@@ -38,6 +38,8 @@ SIZE = 80_134_624
 MD5 = "253f8cb515780f3b799900260a226db6"
 #: Explicit weights file for ``auto``; checked before ``./weights/`` and the user cache.
 ENV_VAR = "NST_JAX_WEIGHTS"
+#: Set to 1 to forbid downloads (``auto`` then falls back to random weights at once).
+OFFLINE_VAR = "NST_JAX_OFFLINE"
 PREPROCESSING = {
     "channel_order": "BGR",
     "input_scale": 255.0,
@@ -292,6 +294,8 @@ def resolve_weights(
     path = local_weights_file()
     if path is None:
         try:
+            if os.environ.get(OFFLINE_VAR, "") not in ("", "0"):
+                raise WeightsError(f"downloads are disabled (${OFFLINE_VAR} is set)")
             path = (download or download_weights)()
         except WeightsError as err:
             if spec == "imagenet":
