@@ -8,7 +8,7 @@ Equations follow Gatys, Ecker & Bethge, "A Neural Algorithm of Artistic Style" (
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp

@@ -12,8 +12,10 @@ keys as the HDF5 file it came from.
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -84,22 +86,58 @@ def deprocess(x: jax.Array) -> jax.Array:
     return (x + CAFFE_MEAN_BGR)[..., ::-1]
 
 
+class _ConvParams(nn.Module):
+    """The kernel (3, 3, C_in, C_out) and bias (C_out,) of one conv layer, named as in the file."""
+
+    features: int
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param("kernel", nn.initializers.he_normal(),
+                            (3, 3, in_features, self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        return kernel, bias
+
+
+def _block(h, convs, *, pool: str | None, dtype, precision):
+    """One VGG block on a (1, H, W, C) batch: optional 2x2/2 pooling, then conv+ReLU for each
+    (kernel, bias). Returns the list of conv outputs. Pure, so it can be ``jax.checkpoint``-ed."""
+    if pool == "max":
+        h = nn.max_pool(h, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+    elif pool == "avg":
+        h = nn.avg_pool(h, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+    outputs = []
+    for kernel, bias in convs:
+        h = jax.lax.conv_general_dilated(
+            h, kernel.astype(dtype), window_strides=(1, 1), padding="SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision,
+        )
+        h = nn.relu(h + bias.astype(dtype))
+        outputs.append(h)
+    return outputs
+
+
 class VGG19(nn.Module):
     """The 16 conv layers of VGG-19 with 2x2/2 pooling after each block; no classifier.
 
     Attributes:
         pooling: ``"max"`` (the trained network) or ``"avg"`` (Gatys et al. 2016 report smoother
             results with average pooling).
-        dtype: dtype of the convolutions (e.g. ``jnp.bfloat16`` to halve activation memory).
+        dtype: dtype of the convolutions (``jnp.bfloat16`` halves activation memory; losses
+            still accumulate in float32).
         param_dtype: dtype of the parameters.
         precision: ``lax`` precision of the convolutions. ``"highest"`` by default so that GPU/TPU
             results match float32 CPU results; pass ``None`` for the backend's fast default.
+        remat: recompute each block's activations in the backward pass instead of storing them
+            (``jax.checkpoint`` per block): less memory, about one more forward pass of compute.
     """
 
     pooling: str = "max"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     precision: Any = "highest"
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, layers: Sequence[str] = LAYERS) -> dict[str, jax.Array]:
@@ -128,24 +166,26 @@ class VGG19(nn.Module):
                 f"image of {x.shape[0]}x{x.shape[1]} pixels is too small for layer "
                 f"{LAYERS[deepest]}: it needs at least {factor}x{factor} (each block halves it)"
             )
-        pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
         h = x[None].astype(self.dtype)
+        in_features = 3
         features = {}
-        for position, (block, index, width) in enumerate(CONV_SPECS[: deepest + 1]):
-            if index == 1 and block > 1:
-                h = pool(h, window_shape=(2, 2), strides=(2, 2), padding="VALID")
-            conv = nn.Conv(
-                width,
-                (3, 3),
-                padding="SAME",
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                precision=self.precision,
-                name=KERAS_LAYERS[position],
-            )
-            h = nn.relu(conv(h))
-            if LAYERS[position] in wanted:
-                features[LAYERS[position]] = h[0]
+        for block in range(1, CONV_SPECS[deepest][0] + 1):
+            positions = [p for p, spec in enumerate(CONV_SPECS[: deepest + 1]) if spec[0] == block]
+            convs = []
+            for position in positions:
+                width = CONV_SPECS[position][2]
+                convs.append(_ConvParams(width, self.param_dtype, name=KERAS_LAYERS[position])(
+                    in_features))
+                in_features = width
+            block_fn = functools.partial(_block, pool=self.pooling if block > 1 else None,
+                                         dtype=self.dtype, precision=self.precision)
+            if self.remat:
+                block_fn = jax.checkpoint(block_fn)
+            outputs = block_fn(h, convs)
+            for position, output in zip(positions, outputs):
+                if LAYERS[position] in wanted:
+                    features[LAYERS[position]] = output[0]
+            h = outputs[-1]
         return features
 
 
@@ -156,6 +196,7 @@ def extract_features(
     *,
     pooling: str = "max",
     dtype: Any = jnp.float32,
+    remat: bool = False,
 ) -> dict[str, jax.Array]:
     """Activations of one preprocessed image at the requested layers.
 
@@ -165,13 +206,15 @@ def extract_features(
         image: (H, W, 3) preprocessed image (BGR, mean subtracted; see :func:`preprocess`).
         layers: layer names, ``conv4_2`` or ``block4_conv2`` style.
         pooling: ``"max"`` or ``"avg"``.
-        dtype: computation dtype of the convolutions.
+        dtype: computation dtype of the convolutions (bfloat16 halves activation memory).
+        remat: recompute activations per block in the backward pass (see :class:`VGG19`).
 
     Returns:
         dict keyed by the names exactly as given in ``layers`` -> (h, w, c) float activations.
     """
     layers = tuple(layers)
-    features = VGG19(pooling=pooling, dtype=dtype).apply(params, jnp.asarray(image), layers)
+    model = VGG19(pooling=pooling, dtype=dtype, remat=remat)
+    features = model.apply(params, jnp.asarray(image), layers)
     return {name: features[canonical_layer(name)] for name in layers}
 
 

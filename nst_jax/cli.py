@@ -10,15 +10,23 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__
 from ._errors import ImageError, NstError, WeightsError
 from ._image import check_writable, load_image, publish, save_image
 from ._weights import (
-    ENV_VAR, FILENAME, URLS, cache_dir, download_weights, local_weights_file, progress_printer,
-    resolve_weights, weights_info,
+    ENV_VAR,
+    FILENAME,
+    URLS,
+    cache_dir,
+    download_weights,
+    local_weights_file,
+    progress_printer,
+    resolve_weights,
+    weights_info,
 )
 
 _PROG = "nst-jax"
@@ -56,8 +64,6 @@ def _nonnegative_float(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ._optimize import DEFAULT_STYLE_LAYERS, INITS, LINESEARCHES, OPTIMIZERS
-
     parser = argparse.ArgumentParser(
         prog=_PROG, description="Neural style transfer (Gatys et al.) with JAX."
     )
@@ -69,49 +75,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("style", type=Path, help="style image (a painting)")
     run.add_argument("-o", "--output", type=Path, required=True,
                      help="output image; format from the extension (.png, .jpg, ...)")
-    run.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    size = run.add_argument_group("size")
-    size.add_argument("--size", type=_positive_int, default=512,
-                      help="longest side of the output in pixels (default 512)")
-    size.add_argument("--style-scale", type=float, default=1.0,
-                      help="style image longest side = size x this (default 1.0)")
-    loss = run.add_argument_group("objective: alpha*content + beta*style + gamma*TV")
-    loss.add_argument("--content-weight", type=_nonnegative_float, default=1.0,
-                      help="alpha (default 1)")
-    loss.add_argument("--style-weight", type=_nonnegative_float, default=1e3,
-                      help="beta (default 1e3: alpha/beta = 1e-3, Gatys et al. 2015)")
-    loss.add_argument("--tv-weight", type=_nonnegative_float, default=0.0,
-                      help="gamma, squared total variation (default 0)")
-    loss.add_argument("--content-layers", type=_names, default=("conv4_2",),
-                      help="comma-separated (default conv4_2)")
-    loss.add_argument("--style-layers", type=_names, default=DEFAULT_STYLE_LAYERS,
-                      help="comma-separated (default conv1_1,conv2_1,conv3_1,conv4_1,conv5_1)")
-    loss.add_argument("--style-layer-weights", type=_floats, default=None,
-                      help="comma-separated, one per style layer (default 1/L each)")
-    loss.add_argument("--pooling", choices=("max", "avg"), default="max")
-    opt = run.add_argument_group("optimization")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="jaxopt-lbfgs")
-    opt.add_argument("--iterations", type=_positive_int, default=1000,
-                     help="maximum optimizer iterations (default 1000)")
-    opt.add_argument("--history-size", type=_positive_int, default=100,
-                     help="L-BFGS history (default 100)")
-    opt.add_argument("--linesearch", choices=LINESEARCHES, default="backtracking",
-                     help="jaxopt L-BFGS line search (default backtracking)")
-    opt.add_argument("--learning-rate", type=float, default=10.0, help="Adam only (default 10)")
-    opt.add_argument("--tol", type=_nonnegative_float, default=1e-4,
-                     help="stop when the relative loss decrease stays below this (0: never)")
-    opt.add_argument("--patience", type=_positive_int, default=10,
-                     help="... for this many iterations in a row (default 10)")
-    opt.add_argument("--init", choices=INITS, default="content")
-    opt.add_argument("--seed", type=int, default=0, help="seeds noise init and random weights")
-    out = run.add_argument_group("weights and output")
-    out.add_argument("--weights", default="auto",
-                     help="PATH | imagenet | random | auto (default: local file, else download, "
-                     "else random with a warning)")
+    _add_run_options(run, sweep=False)
+    out = run.add_argument_group("extra outputs")
     out.add_argument("--save-every", type=_positive_int, default=None,
                      help="also write OUT_<iteration> images every N iterations")
     out.add_argument("--log", type=Path, default=None, help="write the loss history as JSON")
-    out.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    sweep = commands.add_parser(
+        "sweep", help="a grid of stylizations as one batched, compiled job",
+        description="Every combination of the listed weights, seeds and styles runs as one "
+        "vmapped optimization (sharded over all local devices). Writes each image, "
+        "contact_sheet.png, loss_curves.png and sweep.json into OUTDIR.")
+    sweep.add_argument("content", type=Path, help="content photo")
+    sweep.add_argument("styles", type=Path, nargs="+", metavar="STYLE", help="style image(s)")
+    sweep.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    _add_run_options(sweep, sweep=True)
 
     weights = commands.add_parser("weights", help="get and check the VGG-19 weights")
     actions = weights.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -131,12 +109,81 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
+    """Options shared by ``stylize`` and ``sweep``; a sweep takes lists for weights and seeds."""
+    from ._optimize import DEFAULT_STYLE_LAYERS, INITS, LINESEARCHES, OPTIMIZERS
+
+    weight = _float_list if sweep else _nonnegative_float
+    listed = " (comma-separated list: one run per value)" if sweep else ""
+    run.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    size = run.add_argument_group("size")
+    size.add_argument("--size", type=_positive_int, default=512,
+                      help="longest side of the output in pixels (default 512)")
+    size.add_argument("--style-scale", type=float, default=1.0,
+                      help="style image longest side = size x this (default 1.0)")
+    loss = run.add_argument_group("objective: alpha*content + beta*style + gamma*TV")
+    loss.add_argument("--content-weight", type=weight, default=[1.0] if sweep else 1.0,
+                      help="alpha (default 1)" + listed)
+    loss.add_argument("--style-weight", type=weight, default=[1e3] if sweep else 1e3,
+                      help="beta (default 1e3: alpha/beta = 1e-3, Gatys et al. 2015)" + listed)
+    loss.add_argument("--tv-weight", type=weight, default=[0.0] if sweep else 0.0,
+                      help="gamma, squared total variation (default 0)" + listed)
+    loss.add_argument("--content-layers", type=_names, default=("conv4_2",),
+                      help="comma-separated (default conv4_2)")
+    loss.add_argument("--style-layers", type=_names, default=DEFAULT_STYLE_LAYERS,
+                      help="comma-separated (default conv1_1,conv2_1,conv3_1,conv4_1,conv5_1)")
+    loss.add_argument("--style-layer-weights", type=_floats, default=None,
+                      help="comma-separated, one per style layer (default 1/L each)")
+    loss.add_argument("--pooling", choices=("max", "avg"), default="max")
+    opt = run.add_argument_group("optimization")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="jaxopt-lbfgs")
+    opt.add_argument("--iterations", type=_positive_int, default=1000,
+                     help="maximum optimizer iterations (default 1000)")
+    opt.add_argument("--history-size", type=_positive_int, default=10,
+                     help="L-BFGS history (default 10)")
+    opt.add_argument("--linesearch", choices=LINESEARCHES, default="backtracking",
+                     help="jaxopt L-BFGS line search (default backtracking)")
+    opt.add_argument("--learning-rate", type=float, default=10.0, help="Adam only (default 10)")
+    opt.add_argument("--tol", type=_nonnegative_float, default=1e-4,
+                     help="stop when the relative loss decrease stays below this (0: never)")
+    opt.add_argument("--patience", type=_positive_int, default=10,
+                     help="... for this many iterations in a row (default 10)")
+    opt.add_argument("--init", choices=INITS, default="content")
+    opt.add_argument("--seed", type=_int_list if sweep else int, default=[0] if sweep else 0,
+                     help="seeds the noise init and random weights" + listed)
+    opt.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                     help="VGG compute dtype (bfloat16: half the activation memory)")
+    opt.add_argument("--remat", action="store_true",
+                     help="recompute VGG activations in the backward pass (less memory)")
+    out = run.add_argument_group("weights")
+    out.add_argument("--weights", default="auto",
+                     help="PATH | imagenet | random | auto (default: local file, else download, "
+                     "else random with a warning)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _float_list(text: str) -> list[float]:
+    values = _floats(text)
+    if not values or any(not (v >= 0 and math.isfinite(v)) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers >= 0, got {text!r}")
+    return values
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()] or [0]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``nst-jax``; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "stylize":
             return _stylize(args)
+        if args.command == "sweep":
+            return _sweep(args)
         return _weights(args)
     except NstError as err:
         print(f"{_PROG}: error: {err}", file=sys.stderr)
@@ -173,7 +220,7 @@ def _weights(args) -> int:
     print(f"preprocessing: {pre['channel_order']}, 0-{pre['input_scale']:g}, "
           f"minus mean {pre['mean']}")
     for name, kernel, bias in info.layers:
-        print(f"  {name:<13} kernel {str(kernel):<18} bias {bias}")
+        print(f"  {name:<13} kernel {kernel!s:<18} bias {bias}")
     print(f"parameters: {info.parameters:,}")
     return 0
 
@@ -260,25 +307,20 @@ def _clock(seconds: float) -> str:
         f"{minutes}:{seconds:02d}"
 
 
-def _stylize(args) -> int:
-    import jax
-    import numpy as np
-
-    from ._optimize import StyleConfig, stylize
+def _prepare(args, styles: list[Path]):
+    """Everything before the optimization: checks, config, images, weights (one place for
+    ``stylize`` and ``sweep``, so both fail early the same way)."""
+    from ._optimize import StyleConfig
     from ._vgg import min_image_side
 
     if not (args.style_scale > 0 and math.isfinite(args.style_scale)):
         raise NstError(f"--style-scale must be a positive number, got {args.style_scale}")
-    _check_outputs(args)
     try:
         config = StyleConfig(
-            content_layers=args.content_layers,
-            style_layers=args.style_layers,
-            pooling=args.pooling,
-            optimizer=args.optimizer,
-            history_size=args.history_size,
-            linesearch=args.linesearch,
-            learning_rate=args.learning_rate,
+            content_layers=args.content_layers, style_layers=args.style_layers,
+            pooling=args.pooling, optimizer=args.optimizer, history_size=args.history_size,
+            linesearch=args.linesearch, learning_rate=args.learning_rate, dtype=args.dtype,
+            remat=args.remat,
         )
     except ValueError as err:
         raise NstError(str(err)) from None
@@ -287,21 +329,36 @@ def _stylize(args) -> int:
         raise NstError(f"--style-layer-weights: {len(args.style_layer_weights)} values for "
                        f"{len(config.style_layers)} style layers")
     content = load_image(args.content, max_side=args.size)
-    style = load_image(args.style, max_side=max(1, round(args.size * args.style_scale)))
+    images = [load_image(path, max_side=max(1, round(args.size * args.style_scale)))
+              for path in styles]
     need = min_image_side(config.feature_layers)
-    for name, image in (("content", content), ("style", style)):
+    for path, image in ((args.content, content), *zip(styles, images)):
         if min(image.shape[:2]) < need:
-            raise NstError(f"{name} image is {image.shape[1]}x{image.shape[0]} px after resizing; "
-                           f"the layers used need at least {need} px per side (raise --size)")
-    source = resolve_weights(args.weights, seed=args.seed)
-    weights_record = {"source": source.source, "path": source.path, "md5": source.md5,
-                      "seed": source.seed}
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            raise NstError(f"{path}: {image.shape[1]}x{image.shape[0]} px after resizing; the "
+                           f"layers used need at least {need} px per side (raise --size)")
+    seed = args.seed if isinstance(args.seed, int) else args.seed[0]
+    source = resolve_weights(args.weights, seed=seed)
+    record = {"source": source.source, "path": source.path, "md5": source.md5,
+              "seed": source.seed}
+    settings = {k: (str(v) if isinstance(v, Path) else
+                    [str(x) for x in v] if isinstance(v, list) and v and isinstance(v[0], Path)
+                    else v)
+                for k, v in vars(args).items()
                 if k not in ("command", "output", "log", "quiet", "overwrite")}
-    print(f"{args.content.name} + {args.style.name} -> {args.output} "
+    print(f"{args.content.name} + {', '.join(p.name for p in styles)} -> {args.output} "
           f"({content.shape[1]}x{content.shape[0]} px, weights: {source.source}"
           f"{' ' + source.path if source.path else ''}); compiling...", file=sys.stderr)
+    return config, content, images, source.params, record, settings
 
+
+def _stylize(args) -> int:
+    import jax
+    import numpy as np
+
+    from ._optimize import stylize
+
+    _check_outputs(args)
+    config, content, (style,), params, weights_record, settings = _prepare(args, [args.style])
     progress = _Progress(args.iterations, args.quiet)
     latest: dict[str, Any] = {}
 
@@ -321,7 +378,7 @@ def _stylize(args) -> int:
 
     try:
         result = stylize(
-            content, style, params=source.params, config=config,
+            content, style, params=params, config=config,
             content_weight=args.content_weight, style_weight=args.style_weight,
             tv_weight=args.tv_weight, style_layer_weights=args.style_layer_weights,
             init=args.init, key=jax.random.key(args.seed), iterations=args.iterations,
@@ -355,6 +412,106 @@ def _stylize(args) -> int:
           f"loss {history['loss'][0]:.4g} -> {history['loss'][-1]:.4g}; wrote {args.output}",
           file=sys.stderr)
     return 0
+
+
+def _sweep_grid(args) -> list[dict[str, Any]]:
+    """One dict per run: every combination of the listed values (styles outermost)."""
+    return [
+        {"style": s, "content_weight": c, "style_weight": w, "tv_weight": t, "seed": seed}
+        for s in range(len(args.styles)) for c in args.content_weight
+        for w in args.style_weight for t in args.tv_weight for seed in args.seed
+    ]
+
+
+def _run_label(run: dict[str, Any], args) -> str:
+    parts = []
+    if len(args.styles) > 1:
+        parts.append(args.styles[run["style"]].stem)
+    for key, short in (("content_weight", "cw"), ("style_weight", "sw"), ("tv_weight", "tv"),
+                       ("seed", "seed")):
+        if len(getattr(args, key)) > 1:
+            parts.append(f"{short}{run[key]:g}")
+    return "_".join(parts) or "run"
+
+
+def _sweep(args) -> int:
+    import numpy as np
+
+    from ._batch import stylize_batch
+    from ._sheet import contact_sheet, loss_plot
+
+    grid = _sweep_grid(args)
+    labels = [f"{i:03d}_{_run_label(run, args)}" for i, run in enumerate(grid)]
+    outdir = args.output
+    names = [f"{label}.png" for label in labels] + [
+        "contact_sheet.png", "loss_curves.png", "sweep.json"]
+    if outdir.exists() and not outdir.is_dir():
+        raise NstError(f"{outdir}: exists and is not a folder")
+    existing = [name for name in names if (outdir / name).exists()]
+    if existing and not args.overwrite:
+        raise NstError(f"{outdir / existing[0]}: already exists; pass --overwrite to replace it")
+    for style in args.styles:
+        if _same_file(outdir, style.parent) and f"{style.stem}.png" in names:
+            raise NstError(f"{style}: an output would overwrite this input")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NstError(f"{outdir}: cannot create folder ({err.strerror})") from None
+    if not os.access(outdir, os.W_OK):
+        raise NstError(f"{outdir}: folder is not writable")
+    config, content, styles, params, weights_record, settings = _prepare(args, args.styles)
+    progress = _Progress(args.iterations, args.quiet)
+
+    def callback(state, records):
+        # The bar follows the slowest lane (the job ends with it) and shows the best loss.
+        best = int(np.argmin(np.asarray(state.loss)))
+        progress.update(int(np.max(state.iteration)), float(state.loss[best]),
+                        np.asarray(state.terms[best]), int(np.sum(state.evaluations)))
+        return False
+
+    result = stylize_batch(
+        content, styles, params=params, config=config,
+        content_weight=[r["content_weight"] for r in grid],
+        style_weight=[r["style_weight"] for r in grid],
+        tv_weight=[r["tv_weight"] for r in grid],
+        style_layer_weights=args.style_layer_weights,
+        style_index=[r["style"] for r in grid], seeds=[r["seed"] for r in grid],
+        init=args.init, iterations=args.iterations, tol=args.tol, patience=args.patience,
+        callback=callback,
+    )
+    history = result.history
+    progress.update(int(result.iterations.max()), float(history["loss"][-1].min()),
+                    [history[n][-1][int(np.argmin(history["loss"][-1]))]
+                     for n in ("content", "style", "tv")],
+                    int(result.evaluations.sum()), final=True)
+    runs = []
+    for i, (run, label) in enumerate(zip(grid, labels)):
+        summary = {**run, "style": str(args.styles[run["style"]]),
+                   "iterations": int(result.iterations[i]),
+                   "evaluations": int(result.evaluations[i]), "status": result.status[i],
+                   "loss": float(history["loss"][-1, i])}
+        save_image(outdir / f"{label}.png", result.images[i],
+                   metadata={"weights": weights_record, "settings": settings, "run": summary})
+        runs.append({"file": f"{label}.png", **summary,
+                     "history": {k: np.asarray(history[k][:, i]).tolist()
+                                 for k in ("loss", "content", "style", "tv", "evaluations")}})
+    _save_picture(outdir / "contact_sheet.png", contact_sheet(list(result.images), labels))
+    _save_picture(outdir / "loss_curves.png",
+                  loss_plot([history["loss"][:, i] for i in range(len(grid))], labels))
+    _write_json(outdir / "sweep.json", {
+        "nst_jax": __version__, "weights": weights_record, "settings": settings,
+        "devices": result.devices, "compile_seconds": round(result.compile_seconds, 3),
+        "seconds": np.asarray(history["seconds"]).tolist(), "runs": runs,
+    })
+    print(f"{len(grid)} runs on {result.devices} device(s): wrote {outdir}/ "
+          "(images, contact_sheet.png, loss_curves.png, sweep.json)", file=sys.stderr)
+    return 0
+
+
+def _save_picture(path: Path, picture) -> None:
+    import numpy as np
+
+    save_image(path, np.asarray(picture.convert("RGB"), np.float32))
 
 
 if __name__ == "__main__":

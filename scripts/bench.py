@@ -6,11 +6,13 @@ Commands (from the repository root)::
     PYTHONPATH=. python scripts/bench.py --json bench.json     # also write every number as JSON
     PYTHONPATH=. python scripts/bench.py --sizes 64,128 --e2e-size 64 --e2e-iterations 10  # quick
 
-Expected runtime of the default run on the 2-core CPU machine: about 5 minutes (a 512-px
-loss+gradient evaluation takes ~4-5 s, the 100-iteration end-to-end run at 256 px ~2-3 min).
+Expected runtime of the default run on the shared 2-core CPU machine: about 7 minutes. A 512-px
+loss+gradient evaluation takes ~3-4 s, a 256-px one ~1.1 s; most of the time is the
+100-iteration end-to-end run at 256 px (~5 min: each L-BFGS-B iteration costs ~3 s, about 2 s of
+it in the solver's own update with its 100-pair history, not in the objective).
 
 What it measures, for the chelsea example photo (content) and starry_night (style), each
-resized so its longest side is the size (so "512" is 512x341):
+resized so its longest side is the size (so "512" is 341x512, HxW):
 
 1. per size: lower+compile time of ``jax.jit(jax.value_and_grad(stylization_loss))``, the first
    call, then ms per loss+gradient evaluation (median, min, max of ``--repeats`` calls after it);
@@ -36,9 +38,9 @@ resized so its longest side is the size (so "512" is 512x341):
 5. end-to-end ``stylize(iterations=--e2e-iterations, tol=0)`` at ``--e2e-size``: a warm-up call
    with ``iterations=0`` compiles everything (its ``compile_seconds`` is reported), then the timed
    call: wall seconds, iterations, evaluations, evaluations/iteration, s/iteration and the
-   overhead factor wall / (evaluations * median evaluation time at that size); the wall time
-   includes the target features (one forward pass of each image), which the factor thus counts
-   as overhead.
+   overhead factor wall / (evaluations * median evaluation time at that size, which is added to
+   the measured sizes when it is not among them). The wall time includes the target features
+   (one forward pass of each image), which the factor thus counts as overhead.
 
 Output: the tables on stdout; with ``--json PATH`` every number plus jax version, backend, device
 kind, CPU count, load average and date. Weights: seeded random VGG-19 unless ``--weights PATH``.
@@ -179,10 +181,10 @@ def bench_size(params, size: int, repeats: int, matmul_gflops: float) -> dict:
 
 def matmul_roofline(repeats: int) -> dict:
     """GFLOP/s of a float32 n x n matmul, n doubled from 1024 until one takes over 50 ms."""
+    dot = jax.jit(functools.partial(jnp.dot, precision="highest"))
     n = 1024
     while True:
         a, b = jax.random.normal(jax.random.key(1), (2, n, n), jnp.float32)
-        dot = jax.jit(functools.partial(jnp.dot, precision="highest"))
         timed(dot, a, b)
         seconds = statistics.median(timed(dot, a, b) for _ in range(max(repeats, 3)))
         if seconds > 0.05 or n >= 8192:
@@ -220,7 +222,9 @@ def measure_memory(size: int, weights: Path | None) -> dict:
     command = [sys.executable, __file__, "--memory-probe", str(size)]
     if weights is not None:
         command += ["--weights", str(weights)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"memory probe at {size} px failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -335,9 +339,9 @@ def main(argv=None) -> None:
     if not args.no_e2e:
         print(f"end to end at {args.e2e_size} px ...", file=sys.stderr, flush=True)
         e2e = end_to_end(params, args.e2e_size, args.e2e_iterations)
-        eval_s = next(r for r in results["sizes"] if r["size"] == args.e2e_size)
-        e2e["overhead_factor"] = e2e["wall_s"] / (e2e["evaluations"] * eval_s["eval_ms"]["median"]
-                                                  / 1e3)
+        eval_ms = next(r["eval_ms"]["median"] for r in results["sizes"]
+                       if r["size"] == args.e2e_size)
+        e2e["overhead_factor"] = e2e["wall_s"] / (e2e["evaluations"] * eval_ms / 1e3)
         results["e2e"] = e2e
     print(report(results))
     if args.json:
