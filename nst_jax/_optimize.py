@@ -326,7 +326,8 @@ def _step(state: OptState, params, targets, weights, limits, config: StyleConfig
     image, solver, loss, terms, used = _update(state, params, targets, weights, config)
     finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(image))
     improvement = (state.loss - loss) / jnp.maximum(jnp.abs(state.loss), 1e-30)
-    stall = jnp.where(improvement < tol, state.stall + 1, 0)
+    # A rise is not convergence; tol = 0 turns early stopping off.
+    stall = jnp.where((tol > 0) & (jnp.abs(improvement) < tol), state.stall + 1, 0)
     iteration = state.iteration + 1
     status = jnp.select(
         [~finite, stall >= patience, iteration >= max_iterations],
@@ -336,7 +337,8 @@ def _step(state: OptState, params, targets, weights, limits, config: StyleConfig
     new = OptState(image, solver, iteration, state.evaluations + used, loss, terms, stall, status)
     # A non-finite step is discarded: the last good image and state are kept.
     return jax.tree.map(lambda good, bad: jnp.where(finite, good, bad), new,
-                        state._replace(status=status, iteration=iteration))
+                        state._replace(status=status, iteration=iteration,
+                                       evaluations=new.evaluations))
 
 
 def run_steps(state: OptState, params, targets, weights, limits, config: StyleConfig, steps: int):

@@ -52,6 +52,7 @@ import argparse
 import datetime
 import functools
 import json
+import math
 import os
 import resource
 import statistics
@@ -62,13 +63,21 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nst_jax import load_image, load_vgg19_params, random_vgg19_params
+from nst_jax._batch import stylize_batch
 from nst_jax._optimize import StyleConfig, loss_weights, make_targets, stylization_loss, stylize
 from nst_jax._vgg import CONV_SPECS, LAYERS, canonical_layer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-CONFIG = StyleConfig()
+VARIANTS = {
+    "float32": StyleConfig(),
+    "remat": StyleConfig(remat=True),
+    "bfloat16": StyleConfig(dtype="bfloat16"),
+    "remat+bfloat16": StyleConfig(dtype="bfloat16", remat=True),
+}
+CONFIG = VARIANTS["float32"]
 
 
 def int_list(text: str) -> list[int]:
@@ -82,12 +91,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed evaluations per size")
     parser.add_argument("--json", type=Path, help="also write all numbers to this JSON file")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end stylize run")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--e2e-size", type=int, default=256)
     parser.add_argument("--e2e-iterations", type=int, default=100)
+    parser.add_argument("--variant-size", type=int, default=512,
+                        help="size at which the remat/bfloat16 variants are timed (0: skip)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--memory-sizes", type=int_list, default=[256, 512, 1024],
+                        help="sizes whose memory is measured by compiling and running one "
+                             "evaluation per variant in a fresh process (default 256,512,1024)")
+    parser.add_argument("--memory-plan-sizes", type=int_list, default=[2048],
+                        help="sizes only compiled (XLA's memory plan, nothing run; default 2048)")
+    parser.add_argument("--memory-budget-gb", type=float, default=8.0,
+                        help="memory budget (GiB) for the largest-size estimate (default 8)")
+    parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
+                        help="time stylize_batch against sequential stylize calls (default on)")
+    parser.add_argument("--sweep-size", type=int, default=256)
+    parser.add_argument("--sweep-batch", type=int, default=8)
+    parser.add_argument("--sweep-iterations", type=int, default=20)
     parser.add_argument("--weights", type=Path,
                         help="Keras VGG-19 HDF5 file (default: seeded random weights)")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-variant", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-plan-only", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -103,16 +128,47 @@ def load_pair(size: int):
             load_image(EXAMPLES / "starry_night.jpg", max_side=size))
 
 
-def compiled_loss(params, content, style, *, grad: bool):
+def loss_args(params, content, style, config: StyleConfig, *, abstract: bool = False):
+    """Arguments of ``stylization_loss``: (image, params, targets, weights). ``abstract``: only
+    their shapes and dtypes (``jax.eval_shape``: nothing is computed), enough to compile."""
+    def build(content, style):
+        targets = make_targets(params, content, style, config)
+        return content, params, targets, loss_weights(config)
+
+    content, style = jnp.asarray(content), jnp.asarray(style)
+    return jax.eval_shape(build, content, style) if abstract else build(content, style)
+
+
+def compiled_loss(params, content, style, *, grad: bool, config: StyleConfig = CONFIG,
+                  abstract: bool = False):
     """(seconds to lower+compile, compiled function, its arguments)."""
-    targets = make_targets(params, content, style, CONFIG)
-    args = (jnp.asarray(content), params, targets, loss_weights(CONFIG))
-    fun = functools.partial(stylization_loss, config=CONFIG)
+    args = loss_args(params, content, style, config, abstract=abstract)
+    fun = functools.partial(stylization_loss, config=config)
     if grad:
         fun = jax.value_and_grad(fun, has_aux=True)
     start = time.perf_counter()
     compiled = jax.jit(fun).lower(*args).compile()
     return time.perf_counter() - start, compiled, args
+
+
+PLAN_FIELDS = ("temp", "argument", "output", "alias", "generated_code", "peak_memory")
+
+
+def memory_plan(compiled) -> dict | None:
+    """XLA's buffer plan of a compiled function, MiB (``memory_analysis()``; None where the
+    backend gives none). ``total`` = temp + argument + output - alias."""
+    try:
+        stats = compiled.memory_analysis()
+    except (NotImplementedError, RuntimeError, AttributeError):
+        stats = None
+    if stats is None:
+        return None
+    plan = {name: getattr(stats, f"{name}_size_in_bytes" if name != "peak_memory"
+                          else "peak_memory_in_bytes", None) for name in PLAN_FIELDS}
+    plan = {name: value / 2**20 for name, value in plan.items() if value is not None}
+    if {"temp", "argument", "output"} <= plan.keys():
+        plan["total"] = plan["temp"] + plan["argument"] + plan["output"] - plan.get("alias", 0.0)
+    return plan
 
 
 def timed(fun, *args) -> float:
@@ -154,17 +210,25 @@ def analytic_flops(height: int, width: int, config: StyleConfig) -> dict[str, fl
             "total": 2 * conv + 3 * gram}
 
 
-def bench_size(params, size: int, repeats: int, matmul_gflops: float) -> dict:
+def bench_size(params, size: int, repeats: int, matmul_gflops: float,
+               config: StyleConfig = CONFIG, forward: bool = True) -> dict:
+    """Compile, first call and ``repeats`` timed loss+gradient evaluations at ``size``;
+    ``forward``: also compile the forward loss alone for XLA's forward FLOP count."""
     content, style = load_pair(size)
     height, width = content.shape[:2]
-    compile_s, compiled, args = compiled_loss(params, content, style, grad=True)
+    compile_s, compiled, args = compiled_loss(params, content, style, grad=True, config=config)
     first_s = timed(compiled, *args)
     times = [timed(compiled, *args) for _ in range(repeats)]
     median = statistics.median(times)
-    flops = analytic_flops(height, width, CONFIG)
-    forward_compile_s, forward, _ = compiled_loss(params, content, style, grad=False)
+    flops = analytic_flops(height, width, config)
+    forward_compile_s, forward_flops = None, None
+    if forward:
+        forward_compile_s, compiled_forward, _ = compiled_loss(
+            params, content, style, grad=False, config=config)
+        forward_flops = xla_flops(compiled_forward)
     gflops = flops["total"] / median / 1e9
     megapixels = height * width / 1e6
+    plan = memory_plan(compiled)
     return {
         "size": size, "height": height, "width": width, "megapixels": megapixels,
         "compile_s": compile_s, "first_call_s": first_s, "forward_compile_s": forward_compile_s,
@@ -172,10 +236,10 @@ def bench_size(params, size: int, repeats: int, matmul_gflops: float) -> dict:
                     "all": [t * 1e3 for t in times]},
         "ms_per_megapixel": median * 1e3 / megapixels,
         "flops": flops,
-        "xla_flops": {"forward": xla_flops(forward), "total": xla_flops(compiled)},
+        "xla_flops": {"forward": forward_flops, "total": xla_flops(compiled)},
         "gflops_per_s": gflops,
         "fraction_of_matmul": gflops / matmul_gflops,
-        "xla_temp_mb": compiled.memory_analysis().temp_size_in_bytes / 2**20,
+        "xla_temp_mb": plan.get("temp") if plan else None,
     }
 
 
@@ -206,26 +270,85 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # macOS: bytes
 
 
-def memory_probe(params, size: int) -> dict:
-    """Run in a fresh process: compile and run one evaluation, report peak memory."""
+def memory_probe(params, size: int, variant: str, plan_only: bool) -> dict:
+    """Run in a fresh process: compile one loss+gradient evaluation of ``variant`` and run it
+    once (``plan_only``: compile from shapes alone, run nothing); report peak memory."""
     content, style = load_pair(size)
     before = peak_rss_mb()
-    _, compiled, args = compiled_loss(params, content, style, grad=True)
-    jax.block_until_ready(compiled(*args))
+    compile_s, compiled, args = compiled_loss(params, content, style, grad=True,
+                                              config=VARIANTS[variant], abstract=plan_only)
+    eval_s = None if plan_only else timed(compiled, *args)
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
-    return {"rss_before_compile_mb": before, "peak_rss_mb": peak_rss_mb(),
-            "device_peak_mb": None if peak is None else peak / 2**20}
+    return {"size": size, "variant": variant, "ran": not plan_only,
+            "height": content.shape[0], "width": content.shape[1],
+            "megapixels": content.shape[0] * content.shape[1] / 1e6,
+            "compile_s": compile_s, "eval_s": eval_s,
+            "rss_before_compile_mb": before, "peak_rss_mb": peak_rss_mb(),
+            "device_peak_mb": None if peak is None else peak / 2**20,
+            "xla_plan_mb": memory_plan(compiled)}
 
 
-def measure_memory(size: int, weights: Path | None) -> dict:
-    command = [sys.executable, __file__, "--memory-probe", str(size)]
-    if weights is not None:
-        command += ["--weights", str(weights)]
+def measure_memory(size: int, variant: str, plan_only: bool, weights: Path | None) -> dict:
+    """:func:`memory_probe` in a fresh subprocess (this script with hidden flags); a failed
+    probe (e.g. killed for memory) is recorded with its exit code and stderr tail."""
+    command = [sys.executable, __file__, "--memory-probe", str(size), "--probe-variant", variant]
+    command += ["--probe-plan-only"] if plan_only else []
+    command += ["--weights", str(weights)] if weights is not None else []
+    print(f"memory: {size} px {variant}{' (plan only)' if plan_only else ''} ...",
+          file=sys.stderr, flush=True)
+    start = time.perf_counter()
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"memory probe at {size} px failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        return {"size": size, "variant": variant, "ran": not plan_only,
+                "error": f"exit code {done.returncode}: {done.stderr.strip()[-500:]}",
+                "wall_s": time.perf_counter() - start}
+    return {**json.loads(done.stdout.strip().splitlines()[-1]),
+            "wall_s": time.perf_counter() - start}
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
+    """Least-squares (slope, intercept) of y = slope * x + intercept; None under 2 x values."""
+    if len(set(xs)) < 2:
+        return None
+    slope, intercept = np.polyfit(xs, ys, 1)
+    return float(slope), float(intercept)
+
+
+def peak_mb(row: dict) -> float:
+    """The measured peak of a memory probe: the device's own count where it has one, else RSS."""
+    return row["device_peak_mb"] if row.get("device_peak_mb") is not None else row["peak_rss_mb"]
+
+
+def memory_summary(rows: list[dict], budget_gb: float) -> dict:
+    """Per variant: MB per megapixel from the linear fit of peak memory against pixels (run
+    probes), the same fit of XLA's planned total (every probe), and the largest image that fits
+    the budget by the peak fit: megapixels, the side of a square, the longest side at the
+    example's aspect ratio."""
+    good = [r for r in rows if "error" not in r]
+    aspect = (max(good, key=lambda r: r["megapixels"])["height"]
+              / max(good, key=lambda r: r["megapixels"])["width"]) if good else 1.0
+    summary = {}
+    for variant in VARIANTS:
+        ran = [r for r in good if r["variant"] == variant and r["ran"]]
+        planned = [r for r in good if r["variant"] == variant and (r["xla_plan_mb"] or {})
+                   .get("total") is not None]
+        fit = linear_fit([r["megapixels"] for r in ran], [peak_mb(r) for r in ran])
+        plan_fit = linear_fit([r["megapixels"] for r in planned],
+                              [r["xla_plan_mb"]["total"] for r in planned])
+        entry = {"peak_mb_per_mp": None, "peak_intercept_mb": None,
+                 "plan_mb_per_mp": plan_fit[0] if plan_fit else None,
+                 "budget_gb": budget_gb, "max_megapixels": None, "max_square_side": None,
+                 "max_longest_side": None, "aspect_h_over_w": aspect}
+        if fit:
+            slope, intercept = fit
+            entry.update(peak_mb_per_mp=slope, peak_intercept_mb=intercept)
+            if slope > 0:
+                pixels = max((budget_gb * 1024 - intercept) / slope, 0.0) * 1e6
+                entry.update(max_megapixels=pixels / 1e6, max_square_side=int(math.sqrt(pixels)),
+                             max_longest_side=int(math.sqrt(pixels / min(aspect, 1 / aspect))))
+        summary[variant] = entry
+    return summary
 
 
 def end_to_end(params, size: int, iterations: int) -> dict:
@@ -248,6 +371,44 @@ def end_to_end(params, size: int, iterations: int) -> dict:
     }
 
 
+def sweep(params, size: int, batch: int, iterations: int) -> dict:
+    """One ``stylize_batch`` of ``batch`` style weights (logspace 1e2..1e4) against a loop of
+    ``stylize`` calls with the same weights, ``iterations`` each, tol=0. Compilation is left
+    out of both: a warm-up call (iterations=0) compiles, and each timed call's own
+    ``compile_seconds`` (0 when the compiled loop is reused) is subtracted."""
+    content, style = load_pair(size)
+    weights = np.logspace(2, 4, batch)
+    common = {"params": params, "tol": 0.0}
+    warm = stylize_batch(content, [style], style_weight=weights, iterations=0, **common)
+    start = time.perf_counter()
+    batched = stylize_batch(content, [style], style_weight=weights, iterations=iterations,
+                            **common)
+    batched_s = time.perf_counter() - start - batched.compile_seconds
+    warm_one = stylize(content, style, style_weight=float(weights[0]), iterations=0, **common)
+    sequential_s, runs = 0.0, []
+    for weight in weights:
+        start = time.perf_counter()
+        run = stylize(content, style, style_weight=float(weight), iterations=iterations, **common)
+        sequential_s += time.perf_counter() - start - run.compile_seconds
+        runs.append(run)
+    batched_loss = np.asarray(batched.history["loss"][-1])
+    sequential_loss = np.array([float(r.history["loss"][-1]) for r in runs])
+    return {
+        "size": size, "height": content.shape[0], "width": content.shape[1], "batch": batch,
+        "iterations": iterations, "style_weights": weights.tolist(),
+        "batched_compile_s": warm.compile_seconds, "sequential_compile_s": warm_one.compile_seconds,
+        "batched_s": batched_s, "sequential_s": sequential_s,
+        "batched_runs_per_minute": batch / batched_s * 60,
+        "sequential_runs_per_minute": batch / sequential_s * 60,
+        "speedup": sequential_s / batched_s,
+        "batched_evaluations": [int(e) for e in batched.evaluations],
+        "sequential_evaluations": [r.evaluations for r in runs],
+        "batched_devices": batched.devices,
+        "final_loss_max_rel_diff": float(np.max(np.abs(batched_loss - sequential_loss)
+                                                / np.maximum(np.abs(sequential_loss), 1e-30))),
+    }
+
+
 def environment(args) -> dict:
     return {
         "jax_version": jax.__version__, "backend": jax.default_backend(),
@@ -257,8 +418,10 @@ def environment(args) -> dict:
         "weights": str(args.weights) if args.weights else "random (seeded He-normal, key 0)",
         "config": {"content_layers": CONFIG.content_layers, "style_layers": CONFIG.style_layers,
                    "pooling": CONFIG.pooling, "optimizer": CONFIG.optimizer,
-                   "history_size": CONFIG.history_size, "linesearch": CONFIG.linesearch},
-        "repeats": args.repeats,
+                   "history_size": CONFIG.history_size, "linesearch": CONFIG.linesearch,
+                   "dtype": CONFIG.dtype, "remat": CONFIG.remat},
+        "variants": {name: {"dtype": c.dtype, "remat": c.remat} for name, c in VARIANTS.items()},
+        "repeats": args.repeats, "argv": sys.argv[1:],
     }
 
 
@@ -276,15 +439,20 @@ def gflop(flops: float | None) -> str:
     return fmt(None if flops is None else flops / 1e9, ".2f")
 
 
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
 def report(results: dict) -> str:
     env, matmul = results["environment"], results["matmul"]
     out = [(f"jax {env['jax_version']}, backend {env['backend']} ({env['device_kind']}), "
-            f"{env['cpu_count']} CPUs, load average {env['load_average'][0]:.2f}, {env['date']}"),
+            f"{env['cpu_count']} CPUs, {env['date']}"),
+           f"load average at start (1, 5, 15 min): {load(env['load_average'])}",
            f"weights: {env['weights']}",
            (f"matmul roofline: float32 {matmul['n']}x{matmul['n']} dot "
             f"{matmul['median_ms']:.1f} ms = {matmul['gflops_per_s']:.1f} GFLOP/s"), ""]
     sizes = results["sizes"]
-    out.append(f"loss+gradient evaluation (repeats={env['repeats']})")
+    out.append(f"loss+gradient evaluation, float32 (repeats={env['repeats']})")
     out.append(table(
         ["size", "HxW", "MP", "compile s", "1st call s", "median ms", "min ms", "max ms",
          "ms/MP"],
@@ -292,6 +460,10 @@ def report(results: dict) -> str:
           f"{r['compile_s']:.2f}", f"{r['first_call_s']:.2f}", f"{r['eval_ms']['median']:.1f}",
           f"{r['eval_ms']['min']:.1f}", f"{r['eval_ms']['max']:.1f}",
           f"{r['ms_per_megapixel']:.0f}"] for r in sizes]))
+    if len(sizes) > 1:
+        small, large = sizes[0], sizes[-1]
+        out.append(f"linearity: ms/MP at {large['size']} px / ms/MP at {small['size']} px = "
+                   f"{results['linearity']:.2f} (1.00: cost proportional to the pixel count)")
     out += ["", ("GFLOP per evaluation (ours: analytic; no-pad: padding taps left out; "
                  "XLA: cost_analysis)")]
     out.append(table(
@@ -301,13 +473,52 @@ def report(results: dict) -> str:
           gflop(r["xla_flops"]["forward"]), gflop(r["flops"]["total"]),
           gflop(r["xla_flops"]["total"]), f"{r['gflops_per_s']:.1f}",
           f"{r['fraction_of_matmul']:.0%}"] for r in sizes]))
-    out += ["", "memory (peak RSS of a fresh process per size; XLA temp = planned buffers)"]
-    out.append(table(
-        ["size", "RSS before compile MB", "peak RSS MB", "device peak MB", "XLA temp MB"],
-        [[str(r["size"]), fmt(m.get("rss_before_compile_mb"), ".0f"),
-          fmt(m.get("peak_rss_mb"), ".0f"), fmt(m.get("device_peak_mb"), ".0f"),
-          f"{r['xla_temp_mb']:.0f}"]
-         for r in sizes for m in [results["memory"].get(str(r["size"]), {})]]))
+    for r in sizes:
+        if r["size"] == 512:
+            out.append(f"512 px: {r['fraction_of_matmul']:.0%} of the matmul roofline "
+                       f"(target >= 75%: {verdict(r['fraction_of_matmul'] >= 0.75)})")
+    variants = results.get("variants")
+    if variants:
+        base = variants["float32"]["eval_ms"]["median"]
+        out += ["", (f"variants at {variants['float32']['size']} px "
+                     f"({variants['float32']['height']}x{variants['float32']['width']}): speed "
+                     "(GFLOP/s: the float32 FLOP count over the time; remat recomputes more)")]
+        out.append(table(
+            ["variant", "compile s", "median ms", "min ms", "x float32", "GFLOP/s", "of matmul"],
+            [[name, f"{r['compile_s']:.2f}", f"{r['eval_ms']['median']:.1f}",
+              f"{r['eval_ms']['min']:.1f}", f"{r['eval_ms']['median'] / base:.2f}",
+              f"{r['gflops_per_s']:.1f}", f"{r['fraction_of_matmul']:.0%}"]
+             for name, r in variants.items()]))
+    memory = results.get("memory")
+    if memory:
+        out += ["", ("memory of one loss+gradient evaluation, a fresh process per row (peak: "
+                     "device peak_bytes_in_use where the backend has it, else peak RSS = VmHWM; "
+                     "plan: XLA memory_analysis, total = temp+arguments+output; plan-only rows "
+                     "were compiled, not run)")]
+        out.append(table(
+            ["size", "variant", "HxW", "run", "compile s", "eval s", "RSS before MB",
+             "peak RSS MB", "device peak MB", "plan temp MB", "plan total MB", "peak MB/MP"],
+            [[str(m["size"]), m["variant"], "error", "", "", "", "", "", "", "", "",
+              m["error"].splitlines()[0][:60]] if "error" in m else
+             [str(m["size"]), m["variant"], f"{m['height']}x{m['width']}",
+              "yes" if m["ran"] else "plan only", f"{m['compile_s']:.1f}", fmt(m["eval_s"], ".2f"),
+              f"{m['rss_before_compile_mb']:.0f}", f"{m['peak_rss_mb']:.0f}",
+              fmt(m["device_peak_mb"], ".0f"), fmt((m["xla_plan_mb"] or {}).get("temp"), ".0f"),
+              fmt((m["xla_plan_mb"] or {}).get("total"), ".0f"),
+              f"{peak_mb(m) / m['megapixels']:.0f}" if m["ran"] else "n/a"]
+             for m in memory["probes"]]))
+        summary = memory["summary"]
+        aspect = next(iter(summary.values()))["aspect_h_over_w"]
+        out += ["", (f"memory per megapixel (slope of the linear fit over the run sizes) and the "
+                     f"largest image in {memory['budget_gb']:g} GiB by that fit (square side; "
+                     f"longest side at the example's {aspect:.3f} H/W)")]
+        out.append(table(
+            ["variant", "peak MB/MP", "intercept MB", "plan MB/MP", "max MP", "square px",
+             "longest px"],
+            [[name, fmt(e["peak_mb_per_mp"], ".0f"), fmt(e["peak_intercept_mb"], ".0f"),
+              fmt(e["plan_mb_per_mp"], ".0f"), fmt(e["max_megapixels"], ".2f"),
+              fmt(e["max_square_side"], "d"), fmt(e["max_longest_side"], "d")]
+             for name, e in summary.items()]))
     e2e = results.get("e2e")
     if e2e:
         out += ["", (f"end to end: stylize(iterations={e2e['iterations']}, tol=0) at "
@@ -318,24 +529,68 @@ def report(results: dict) -> str:
             [[f"{e2e['compile_seconds']:.2f}", f"{e2e['wall_s']:.2f}", str(e2e["iterations"]),
               str(e2e["evaluations"]), f"{e2e['evaluations_per_iteration']:.2f}",
               f"{e2e['s_per_iteration']:.3f}", f"{e2e['overhead_factor']:.2f}"]]))
+    sw = results.get("sweep")
+    if sw:
+        out += ["", (f"sweep: {sw['batch']} style weights (logspace 1e2..1e4), "
+                     f"{sw['iterations']} iterations each, tol=0, at {sw['height']}x{sw['width']}; "
+                     "compile excluded")]
+        out.append(table(
+            ["mode", "compile s", "wall s", "runs/min", "evaluations (sum)"],
+            [["stylize_batch (1 call)", f"{sw['batched_compile_s']:.1f}",
+              f"{sw['batched_s']:.2f}", f"{sw['batched_runs_per_minute']:.2f}",
+              str(sum(sw["batched_evaluations"]))],
+             [f"stylize x {sw['batch']} (sequential)", f"{sw['sequential_compile_s']:.1f}",
+              f"{sw['sequential_s']:.2f}", f"{sw['sequential_runs_per_minute']:.2f}",
+              str(sum(sw["sequential_evaluations"]))]]))
+        out.append(f"batched speed-up: {sw['speedup']:.2f}x (target >= 1.2x: "
+                   f"{verdict(sw['speedup'] >= 1.2)}); final losses differ by at most "
+                   f"{sw['final_loss_max_rel_diff']:.1e} (relative)")
+        if sw["speedup"] < 1:
+            out.append(f"batched is SLOWER than sequential here: {1 / sw['speedup']:.2f}x the "
+                       "time for the same runs")
+    out += ["", f"load average at end (1, 5, 15 min): {load(results['load_average_end'])}"]
     return "\n".join(out)
+
+
+def load(averages) -> str:
+    return ", ".join(f"{a:.2f}" for a in averages)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     params = load_params(args.weights)
     if args.memory_probe is not None:
-        print(json.dumps(memory_probe(params, args.memory_probe)))
+        print(json.dumps(memory_probe(params, args.memory_probe, args.probe_variant,
+                                      args.probe_plan_only)))
         return
-    results = {"environment": environment(args), "matmul": matmul_roofline(args.repeats)}
+    results = {"environment": environment(args)}
+    print(f"load average at start: {load(results['environment']['load_average'])}",
+          file=sys.stderr, flush=True)
+    results["matmul"] = matmul_roofline(args.repeats)
+    matmul_gflops = results["matmul"]["gflops_per_s"]
     sizes = sorted(set(args.sizes) | (set() if args.no_e2e else {args.e2e_size}))
     results["sizes"] = []
     for size in sizes:
         print(f"measuring {size} px ...", file=sys.stderr, flush=True)
-        results["sizes"].append(
-            bench_size(params, size, args.repeats, results["matmul"]["gflops_per_s"]))
-    results["memory"] = {} if args.no_memory else {
-        str(size): measure_memory(size, args.weights) for size in sizes}
+        results["sizes"].append(bench_size(params, size, args.repeats, matmul_gflops))
+    results["linearity"] = (results["sizes"][-1]["ms_per_megapixel"]
+                            / results["sizes"][0]["ms_per_megapixel"])
+    if args.variant_size:
+        by_size = {r["size"]: r for r in results["sizes"]}
+        results["variants"] = {}
+        for name, config in VARIANTS.items():
+            print(f"variant {name} at {args.variant_size} px ...", file=sys.stderr, flush=True)
+            results["variants"][name] = (
+                by_size[args.variant_size] if name == "float32" and args.variant_size in by_size
+                else bench_size(params, args.variant_size, args.repeats, matmul_gflops, config,
+                                forward=False))
+    if not args.no_memory:
+        runs = [(size, False) for size in args.memory_sizes]
+        runs += [(size, True) for size in args.memory_plan_sizes if size not in args.memory_sizes]
+        probes = [measure_memory(size, variant, plan_only, args.weights)
+                  for size, plan_only in runs for variant in VARIANTS]
+        results["memory"] = {"budget_gb": args.memory_budget_gb, "probes": probes,
+                             "summary": memory_summary(probes, args.memory_budget_gb)}
     if not args.no_e2e:
         print(f"end to end at {args.e2e_size} px ...", file=sys.stderr, flush=True)
         e2e = end_to_end(params, args.e2e_size, args.e2e_iterations)
@@ -343,6 +598,11 @@ def main(argv=None) -> None:
                        if r["size"] == args.e2e_size)
         e2e["overhead_factor"] = e2e["wall_s"] / (e2e["evaluations"] * eval_ms / 1e3)
         results["e2e"] = e2e
+    if args.sweep:
+        print(f"sweep at {args.sweep_size} px ...", file=sys.stderr, flush=True)
+        results["sweep"] = sweep(params, args.sweep_size, args.sweep_batch,
+                                 args.sweep_iterations)
+    results["load_average_end"] = os.getloadavg()
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

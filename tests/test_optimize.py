@@ -378,10 +378,8 @@ def test_zero_tol_disables_early_stopping_even_if_the_loss_rises(random_params, 
 
 
 def compiled_loops() -> int:
-    """Number of loop chunks the driver has compiled (its memo; named ``_compiled_chunks`` in
-    the first version of ``_optimize``, ``_compiled`` later)."""
-    cache = getattr(optimize, "_compiled", None)
-    return len(optimize._compiled_chunks if cache is None else cache)
+    """Number of programs the driver has compiled (its memo)."""
+    return len(optimize._compiled)
 
 
 def test_changing_weight_values_does_not_recompile(random_params, content, style):

@@ -1,0 +1,614 @@
+"""Convergence benchmark: loss against wall-clock time and evaluations, for every optimizer.
+
+Commands (from the repository root)::
+
+    PYTHONPATH=. python scripts/converge.py                    # default: 128 px all runs, 256 px core runs
+    PYTHONPATH=. python scripts/converge.py --sizes 48 --evals 10          # smoke test, ~2 min
+    PYTHONPATH=. python scripts/converge.py --sizes 128 --runs 'lua-ref,jaxopt-*-h10'
+    PYTHONPATH=. python scripts/converge.py --list-runs        # the run names
+
+Expected runtime of the default run on a quiet 2-core CPU machine: about 25 minutes (~15 min at
+128 px, ~10 min at 256 px; compiles included, ~5-10 s per run at 128 px). The estimate is built
+from the evaluation times of the issue (0.25 s at 128 px, 1.1 s at 256 px) and the per-iteration
+solver overheads measured here at small sizes (see ``--sizes 48`` output): jaxopt's L-BFGS-B
+adds a few ms per iteration at history 10 and noticeably more at history 100; line searches with
+several evaluations per iteration stop by the evaluation count, up to one compiled chunk late
+(at 128 px ~10 iterations, at 256 px 2). The full run set at 256 px would take ~80 minutes, so
+by default 256 px runs only ``DEFAULT_RUNS_LARGE`` (the reference, the library default, the
+Lua-like fixed step with history 100, optax and Adam at neural-style's learning rate 10); the
+Adam grid and the line-search variants run at 128 px (and at any size below 256). ``--runs``
+overrides the selection for every size.
+
+Problem: the chelsea photo (content) and starry_night (style) from ``examples/``, each loaded
+with ``load_image(path, max_side=S)`` for every size S in ``--sizes``; the library's default
+objective (conv4_2 content, conv1_1..conv5_1 style, alpha=1, beta=1e3, no TV), content
+initialisation, seeded random VGG-19 (``random_vgg19_params(jax.random.key(0))``) unless
+``--weights PATH``. Every run gets the same budget of ``--evals`` loss+gradient evaluations (the
+initial evaluation counts as one).
+
+Runs (names for ``--runs``; shell-style patterns such as ``'adam-*'`` work):
+
+* ``jaxopt-{backtracking,zoom,hager-zhang,none}-h{10,100}``: :func:`nst_jax.stylize` with jaxopt's
+  box-constrained L-BFGS-B, each line search it offers, or ``none`` (fixed step 1 then
+  projection), history 10 and 100. ``jaxopt-backtracking-h10`` is the library default.
+* ``optax-lbfgs-h10``: optax's L-BFGS (zoom line search, unconstrained, clipped on output).
+* ``adam-lr{1,5,10,20}``: projected Adam, learning rate in 0-255 pixel units.
+* ``lua-ref``: a "Lua-reference" L-BFGS written here in JAX (:func:`lua_chunk`), matching
+  ``optim.lbfgs`` of torch/optim as jcjohnson/neural-style calls it (``learningRate=1``,
+  ``nCorrection=100``, no line search, tolFun/tolX disabled): one evaluation per iteration, first
+  step ``t = min(1, 1/|g|_1) * lr`` then ``t = lr``, two-loop recursion with
+  ``H0 = s'y / y'y`` of the newest pair, a pair skipped when ``y's <= 1e-10``; unconstrained.
+  It runs compiled (``lax.scan`` over chunks of iterations, state donated, one loss per
+  evaluation recorded). Its loss after ``--evals`` evaluations is the target ``L*`` of its size.
+
+How each run is timed: a warm-up call compiles everything (``stylize(iterations=0)``; for the
+reference the same functions ahead of time), then the timed call: ``stylize(iterations=evals-1,
+tol=0)`` with a callback that stops it once ``evaluations >= --evals``. Solvers with more than one
+evaluation per iteration (line searches) may thus overshoot the budget by up to one compiled
+chunk; their curves are cut at the budget (``loss@E`` is the last loss with at most ``--evals``
+evaluations) while ``final``/``clipped`` refer to the last iterate. Seconds are
+``history["seconds"]`` (wall clock from the start of the timed call, compiles excluded, so the
+target features and the initial evaluation are in the first chunk; within a chunk the time is
+spread evenly); the reference is timed the same way. ``clipped``: the loss of the final image
+clipped to 0..255, which is what an unconstrained solver delivers (for the box-constrained ones it
+equals ``final``); the reported ``L*`` and ``t(L*)`` use the loss of the iterate itself.
+
+Output: a table per size on stdout with, per run: evaluations and iterations done, evaluations per
+iteration, ms per evaluation (loop seconds / evaluations), overhead x (that over the bare compiled
+loss+gradient time), solver ms per iteration ((loop seconds - evaluations * bare) / iterations),
+``loss@E``, final and clipped final loss, the time to reach ``L*`` ("-" if never) and its ratio to
+the reference's; then the loop overhead of the library default, loop seconds / (evaluations x bare
+evaluation time, median of 5 with ``block_until_ready`` in the same run), whose target is <= 1.05.
+``--json PATH`` (default converge.json): every curve (loss, evaluations, seconds per iteration)
+and summary, plus environment. ``--plot PATH`` (default converge.png): per size one row of two
+panels, loss (log scale) against seconds and against evaluations, one line per run, ``L*``
+dashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import fnmatch
+import functools
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from nst_jax import load_image, load_vgg19_params, random_vgg19_params
+from nst_jax._optimize import (
+    StyleConfig,
+    _chunk_size,
+    loss_weights,
+    make_targets,
+    stylization_loss,
+    stylize,
+)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+BASE = StyleConfig()
+DEFAULT_RUN = "jaxopt-backtracking-h10"
+REFERENCE = "lua-ref"
+LARGE = 256  # from this size up, the default run set is DEFAULT_RUNS_LARGE
+DEFAULT_RUNS_LARGE = (REFERENCE, DEFAULT_RUN, "jaxopt-none-h100", "optax-lbfgs-h10", "adam-lr10")
+
+
+def run_specs() -> dict[str, dict[str, Any]]:
+    """Every run by name, in table order: its kind and settings."""
+    specs: dict[str, dict[str, Any]] = {REFERENCE: {"kind": "lua", "lr": 1.0, "history": 100}}
+    for history in (10, 100):
+        for search in ("backtracking", "zoom", "hager-zhang", "none"):
+            specs[f"jaxopt-{search}-h{history}"] = {
+                "kind": "stylize", "optimizer": "jaxopt-lbfgs", "linesearch": search,
+                "history_size": history}
+    specs["optax-lbfgs-h10"] = {"kind": "stylize", "optimizer": "optax-lbfgs", "history_size": 10}
+    for lr in (1, 5, 10, 20):
+        specs[f"adam-lr{lr}"] = {"kind": "stylize", "optimizer": "adam", "learning_rate": float(lr)}
+    return specs
+
+
+def int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int_list, default=[128, 256],
+                        help="longest image sides, comma separated (default 128,256)")
+    parser.add_argument("--evals", type=int, default=300,
+                        help="loss+gradient evaluations per run, the initial one included "
+                             "(default 300)")
+    parser.add_argument("--runs", help="comma separated run names or shell patterns (default: "
+                        f"all below {LARGE} px, {','.join(DEFAULT_RUNS_LARGE)} from {LARGE} up)")
+    parser.add_argument("--list-runs", action="store_true", help="print the run names and exit")
+    parser.add_argument("--weights", type=Path,
+                        help="Keras VGG-19 HDF5 file (default: seeded random weights)")
+    parser.add_argument("--json", type=Path, default=Path("converge.json"),
+                        help="where to write every curve and number (default converge.json)")
+    parser.add_argument("--plot", type=Path, default=Path("converge.png"),
+                        help="loss plot (default converge.png)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed bare evaluations per size (default 5)")
+    args = parser.parse_args(argv)
+    if args.evals < 2:
+        parser.error("--evals must be at least 2")
+    if not args.sizes or min(args.sizes) < 32:
+        parser.error("--sizes: every size must be at least 32 (VGG-19 pools 4 times to conv5_1)")
+    return args
+
+
+def select_runs(pattern: str | None, size: int) -> list[str]:
+    names = list(run_specs())
+    if pattern is None:
+        return names if size < LARGE else [n for n in names if n in DEFAULT_RUNS_LARGE]
+    wanted = [p.strip() for p in pattern.split(",") if p.strip()]
+    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in wanted)]
+    unknown = [p for p in wanted if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unknown or not chosen:
+        raise SystemExit(f"--runs: no run matches {', '.join(unknown) or pattern!r}; "
+                         f"names: {', '.join(names)}")
+    return chosen
+
+
+def load_pair(size: int):
+    return (load_image(EXAMPLES / "chelsea.jpg", max_side=size),
+            load_image(EXAMPLES / "starry_night.jpg", max_side=size))
+
+
+# --------------------------------------------------------------------------------------------
+# The Lua-reference L-BFGS (torch/optim's optim.lbfgs without line search), compiled.
+
+
+class LuaState(NamedTuple):
+    """x: iterate; g, f, terms: gradient, loss and (content, style, tv) at x; s, y: (m, H, W, 3)
+    circular history (newest at head - 1), rho = 1 / y's; k pairs stored; hdiag = s'y / y'y of
+    the newest pair (1 before any); iteration done so far."""
+
+    x: jax.Array
+    g: jax.Array
+    f: jax.Array
+    terms: jax.Array
+    s: jax.Array
+    y: jax.Array
+    rho: jax.Array
+    head: jax.Array
+    k: jax.Array
+    hdiag: jax.Array
+    iteration: jax.Array
+
+
+def _objective(image, params, targets, weights, config):
+    total, terms = stylization_loss(image, params, targets, weights, config)
+    return total, jnp.stack([terms["content"], terms["style"], terms["tv"]])
+
+
+def lua_init(image, params, targets, weights, *, config: StyleConfig, history: int) -> LuaState:
+    (f, terms), g = jax.value_and_grad(_objective, has_aux=True)(image, params, targets, weights,
+                                                                 config)
+    zeros = jnp.zeros((history, *image.shape), image.dtype)
+    zero = jnp.zeros((), jnp.int32)
+    return LuaState(image, g, f, terms, zeros, zeros, jnp.zeros((history,), jnp.float32), zero,
+                    zero, jnp.ones((), jnp.float32), zero)
+
+
+def lua_direction(state: LuaState) -> jax.Array:
+    """-H g by the two-loop recursion over the k stored pairs (newest to oldest, then back)."""
+    m = state.s.shape[0]
+
+    def backward(i, carry):
+        q, alpha = carry
+        j = (state.head - 1 - i) % m
+        a = state.rho[j] * jnp.vdot(state.s[j], q)
+        return q - a * state.y[j], alpha.at[j].set(a)
+
+    q, alpha = jax.lax.fori_loop(0, state.k, backward,
+                                 (-state.g, jnp.zeros((m,), jnp.float32)))
+
+    def forward(i, r):
+        j = (state.head - state.k + i) % m
+        beta = state.rho[j] * jnp.vdot(state.y[j], r)
+        return r + (alpha[j] - beta) * state.s[j]
+
+    return jax.lax.fori_loop(0, state.k, forward, state.hdiag * q)
+
+
+def lua_step(state: LuaState, params, targets, weights, lr, config: StyleConfig) -> LuaState:
+    """One optim.lbfgs iteration without line search: one loss+gradient evaluation."""
+    d = lua_direction(state)
+    t = jnp.where(state.iteration == 0,
+                  jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(state.g))) * lr, lr)
+    x = state.x + t * d
+    (f, terms), g = jax.value_and_grad(_objective, has_aux=True)(x, params, targets, weights,
+                                                                 config)
+    # The memory update Lua does at the start of the next iteration, done here instead.
+    s, y = t * d, g - state.g
+    ys = jnp.vdot(y, s)
+    accept = ys > 1e-10
+    m, head = state.s.shape[0], state.head
+    return LuaState(
+        x, g, f, terms,
+        state.s.at[head].set(jnp.where(accept, s, state.s[head])),
+        state.y.at[head].set(jnp.where(accept, y, state.y[head])),
+        state.rho.at[head].set(jnp.where(accept, 1.0 / ys, state.rho[head])),
+        jnp.where(accept, (head + 1) % m, head),
+        jnp.where(accept, jnp.minimum(state.k + 1, m), state.k),
+        jnp.where(accept, ys / jnp.vdot(y, y), state.hdiag),
+        state.iteration + 1,
+    )
+
+
+def lua_chunk(state: LuaState, params, targets, weights, lr, *, config: StyleConfig, steps: int):
+    """``steps`` iterations in one ``lax.scan``; returns (state, loss after each evaluation)."""
+
+    def body(carry, _):
+        carry = lua_step(carry, params, targets, weights, lr, config)
+        return carry, carry.f
+
+    return jax.lax.scan(body, state, None, length=steps)
+
+
+def run_lua(params, content, style, evals: int, spec: dict) -> tuple[dict, np.ndarray]:
+    """The reference run; returns (record as for stylize runs, final unclipped image)."""
+    weights = loss_weights(BASE)
+    lr = jnp.float32(spec["lr"])
+    targets_fn = jax.jit(functools.partial(make_targets, config=BASE))
+    init_fn = jax.jit(functools.partial(lua_init, config=BASE, history=spec["history"]))
+    compile_start = time.perf_counter()
+    targets = targets_fn(params, content, style)
+    state = init_fn(content, params, targets, weights)
+    iterations = evals - 1
+    chunk = min(_chunk_size(content.shape[0] * content.shape[1], None), iterations)
+    lengths = {chunk, iterations % chunk} - {0}
+    compiled = {n: jax.jit(lua_chunk, static_argnames=("config", "steps"), donate_argnums=0)
+                .lower(state, params, targets, weights, lr, config=BASE, steps=n).compile()
+                for n in lengths}
+    jax.block_until_ready(state)
+    compile_seconds = time.perf_counter() - compile_start
+    del state
+
+    start = time.perf_counter()
+    targets = targets_fn(params, content, style)
+    state = init_fn(content, params, targets, weights)
+    losses, seconds = [float(state.f)], [0.0]
+    done = 0
+    while done < iterations:
+        n = min(chunk, iterations - done)
+        state, f = compiled[n](state, params, targets, weights, lr)
+        f = np.asarray(jax.device_get(f), np.float64)
+        elapsed = time.perf_counter() - start
+        losses += f.tolist()
+        seconds += (seconds[-1] + (elapsed - seconds[-1]) * np.arange(1, n + 1) / n).tolist()
+        done += n
+    history = {"loss": np.asarray(losses), "evaluations": np.arange(1, evals + 1),
+               "seconds": np.asarray(seconds)}
+    record = {"iterations": int(state.iteration), "evaluations": evals,
+              "compile_seconds": compile_seconds, "status": "reached the evaluation budget",
+              "history": history, "stored_pairs": int(state.k)}
+    return record, np.asarray(state.x)
+
+
+# --------------------------------------------------------------------------------------------
+# The library's solvers through stylize.
+
+
+def run_stylize(params, content, style, evals: int, spec: dict) -> tuple[dict, np.ndarray]:
+    settings = {key: spec[key] for key in ("optimizer", "linesearch", "history_size",
+                                           "learning_rate") if key in spec}
+    config = StyleConfig(**settings)
+    warm = stylize(content, style, params=params, config=config, iterations=0, tol=0.0)
+
+    def stop(state, records):
+        return int(state.evaluations) >= evals
+
+    result = stylize(content, style, params=params, config=config, iterations=evals - 1,
+                     tol=0.0, callback=stop)
+    history = {name: np.asarray(result.history[name])
+               for name in ("loss", "evaluations", "seconds")}
+    record = {"iterations": result.iterations, "evaluations": result.evaluations,
+              "compile_seconds": warm.compile_seconds + result.compile_seconds,
+              "status": result.status, "history": history}
+    # The final iterate itself: unclipped for optax's L-BFGS (result.image is clipped).
+    return record, np.asarray(result.state.image)
+
+
+# --------------------------------------------------------------------------------------------
+# One size.
+
+
+def bare_evaluation(params, content, style, repeats: int):
+    """(median seconds of a compiled loss+gradient call, all timings, compiled loss function)."""
+    targets = make_targets(params, content, style, BASE)
+    weights = loss_weights(BASE)
+    grad_fn = jax.jit(jax.value_and_grad(
+        functools.partial(_objective, config=BASE), has_aux=True))
+    image = jnp.asarray(content)
+    jax.block_until_ready(grad_fn(image, params, targets, weights))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(grad_fn(image, params, targets, weights))
+        times.append(time.perf_counter() - start)
+    loss_fn = jax.jit(lambda x: _objective(x, params, targets, weights, BASE)[0])
+    return statistics.median(times), times, loss_fn
+
+
+def summarize(record: dict, evals: int, bare: float) -> dict:
+    history = record["history"]
+    within = history["evaluations"] <= evals
+    loop = float(history["seconds"][-1])
+    evaluations, iterations = record["evaluations"], max(record["iterations"], 1)
+    return {
+        "iterations": record["iterations"],
+        "evaluations": evaluations,
+        "evals_per_iteration": evaluations / iterations,
+        "loop_seconds": loop,
+        "ms_per_evaluation": 1e3 * loop / evaluations,
+        "overhead": loop / (evaluations * bare),
+        "solver_ms_per_iteration": 1e3 * (loop - evaluations * bare) / iterations,
+        "loss_at_budget": float(history["loss"][within][-1]),
+        "evaluations_at_budget": int(history["evaluations"][within][-1]),
+        "final_loss": float(history["loss"][-1]),
+        "compile_seconds": record["compile_seconds"],
+        "status": record["status"],
+    }
+
+
+def time_to(history: dict, target: float, evals: int) -> float | None:
+    """Seconds at the first recorded loss <= target within the budget, or None."""
+    hit = np.nonzero((history["loss"] <= target) & (history["evaluations"] <= evals))[0]
+    return float(history["seconds"][hit[0]]) if hit.size else None
+
+
+def run_size(params, size: int, args) -> dict:
+    content, style = load_pair(size)
+    names = select_runs(args.runs, size)
+    specs = run_specs()
+    print(f"{size} px ({content.shape[0]}x{content.shape[1]}): bare evaluation ...",
+          file=sys.stderr, flush=True)
+    bare, bare_times, loss_fn = bare_evaluation(params, content, style, args.repeats)
+    runs = {}
+    for name in names:
+        spec = specs[name]
+        print(f"{size} px: {name} ...", file=sys.stderr, flush=True)
+        runner = run_lua if spec["kind"] == "lua" else run_stylize
+        record, image = runner(params, jnp.asarray(content), jnp.asarray(style), args.evals, spec)
+        summary = summarize(record, args.evals, bare)
+        summary["clipped_final_loss"] = float(loss_fn(jnp.clip(jnp.asarray(image), 0.0, 255.0)))
+        if "stored_pairs" in record:
+            summary["stored_pairs"] = record["stored_pairs"]
+        runs[name] = {"spec": spec, "summary": summary,
+                      "curve": {k: v.tolist() for k, v in record["history"].items()}}
+        print(f"{size} px: {name}: loss@E {summary['loss_at_budget']:.4g}, "
+              f"{summary['ms_per_evaluation']:.1f} ms/eval, overhead {summary['overhead']:.3f}",
+              file=sys.stderr, flush=True)
+    bare_after, bare_after_times, _ = bare_evaluation(params, content, style, args.repeats)
+
+    target = None
+    if REFERENCE in runs:
+        target = runs[REFERENCE]["summary"]["loss_at_budget"]
+        ref_curve = {k: np.asarray(v) for k, v in runs[REFERENCE]["curve"].items()}
+        ref_time = time_to(ref_curve, target, args.evals)
+        for run in runs.values():
+            curve = {k: np.asarray(v) for k, v in run["curve"].items()}
+            reach = time_to(curve, target, args.evals)
+            run["summary"]["time_to_target"] = reach
+            run["summary"]["ratio_to_reference"] = (
+                None if reach is None or not ref_time else reach / ref_time)
+    default = runs.get(DEFAULT_RUN, {}).get("summary", {}).get("overhead")
+    return {"size": size, "height": int(content.shape[0]), "width": int(content.shape[1]),
+            "bare_eval_ms": 1e3 * bare, "bare_eval_ms_all": [1e3 * t for t in bare_times],
+            "bare_eval_ms_after": 1e3 * bare_after,
+            "bare_eval_ms_after_all": [1e3 * t for t in bare_after_times],
+            "target_loss": target, "default_loop_overhead": default, "runs": runs}
+
+
+# --------------------------------------------------------------------------------------------
+# Report.
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [headers, ["-" * w for w in widths], *rows]
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+        for line in lines)
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) \
+        else format(value, spec)
+
+
+def report_size(result: dict, evals: int) -> str:
+    out = [f"{result['size']} px ({result['height']}x{result['width']}), budget {evals} "
+           f"evaluations; bare loss+gradient {result['bare_eval_ms']:.1f} ms "
+           f"(after the runs: {result['bare_eval_ms_after']:.1f} ms); "
+           f"L* = {fmt(result['target_loss'], '.5g')} ({REFERENCE} at {evals} evaluations)"]
+    rows = []
+    for name, run in result["runs"].items():
+        s = run["summary"]
+        rows.append([
+            name, str(s["evaluations"]), str(s["iterations"]), f"{s['evals_per_iteration']:.2f}",
+            f"{s['ms_per_evaluation']:.1f}", f"{s['overhead']:.3f}",
+            f"{s['solver_ms_per_iteration']:.1f}", fmt(s["loss_at_budget"], ".5g"),
+            fmt(s["final_loss"], ".5g"), fmt(s["clipped_final_loss"], ".5g"),
+            fmt(s.get("time_to_target"), ".2f"), fmt(s.get("ratio_to_reference"), ".2f")])
+    out.append(table(["run", "evals", "iters", "evals/it", "ms/eval", "overhead x",
+                      "solver ms/it", "loss@E", "final", "clipped", "t(L*) s", "vs ref"], rows))
+    if result["default_loop_overhead"] is not None:
+        value = result["default_loop_overhead"]
+        out.append(f"loop overhead of the default ({DEFAULT_RUN}): {value:.3f} "
+                   f"(target <= 1.05: {'met' if value <= 1.05 else 'NOT met'})")
+    return "\n".join(out)
+
+
+# tab20-like palette; pairs (dark, light) for history 10 / 100 of the same line search.
+_PALETTE = {
+    REFERENCE: (0, 0, 0),
+    "jaxopt-backtracking-h10": (31, 119, 180), "jaxopt-backtracking-h100": (120, 170, 220),
+    "jaxopt-zoom-h10": (255, 127, 14), "jaxopt-zoom-h100": (255, 187, 120),
+    "jaxopt-hager-zhang-h10": (44, 160, 44), "jaxopt-hager-zhang-h100": (140, 215, 130),
+    "jaxopt-none-h10": (214, 39, 40), "jaxopt-none-h100": (255, 152, 150),
+    "optax-lbfgs-h10": (148, 103, 189),
+    "adam-lr1": (140, 86, 75), "adam-lr5": (227, 119, 194), "adam-lr10": (127, 127, 127),
+    "adam-lr20": (188, 189, 34),
+}
+
+
+def _nice_ticks(high: float, count: int = 5) -> list[float]:
+    if high <= 0:
+        return [0.0]
+    step = 10 ** math.floor(math.log10(high / count))
+    for factor in (1, 2, 5, 10):
+        if high / (step * factor) <= count:
+            step *= factor
+            break
+    return [i * step for i in range(int(high / step) + 1)]
+
+
+def _dashed(draw, start, end, colour, dash=6):
+    (x0, y0), (x1, y1) = start, end
+    length = math.hypot(x1 - x0, y1 - y0)
+    for a in np.arange(0, length, 2 * dash):
+        b = min(a + dash, length)
+        draw.line([(x0 + (x1 - x0) * a / length, y0 + (y1 - y0) * a / length),
+                   (x0 + (x1 - x0) * b / length, y0 + (y1 - y0) * b / length)], fill=colour)
+
+
+def _panel(draw, font, box, curves, x_key, x_label, title, target):
+    """Log-y line plot of curves {name: {loss, x_key}} inside box (left, top, right, bottom)."""
+    left, top, right, bottom = box
+    values = np.concatenate([np.asarray(c["loss"], np.float64) for c in curves.values()])
+    values = values[np.isfinite(values) & (values > 0)]
+    low, high = (np.log10(values.min()), np.log10(values.max())) if values.size else (0.0, 1.0)
+    low, high = math.floor(low), max(math.ceil(high), math.floor(low) + 1)
+    x_max = max(max(float(np.max(c[x_key])) for c in curves.values()), 1e-9)
+
+    def px(x):
+        return left + (right - left) * x / x_max
+
+    def py(v):
+        return top + (bottom - top) * (high - math.log10(v)) / (high - low)
+
+    draw.rectangle([left, top, right, bottom], outline="black")
+    for decade in range(low, high + 1):
+        for minor in range(1, 10):
+            v = 10.0 ** decade * minor
+            if 10.0 ** low <= v <= 10.0 ** high:
+                draw.line([left, py(v), right, py(v)],
+                          fill=(215, 215, 215) if minor == 1 else (242, 242, 242))
+        draw.text((left - 40, py(10.0 ** decade) - 6), f"1e{decade}", fill="black", font=font)
+    for tick in _nice_ticks(x_max):
+        draw.line([px(tick), bottom, px(tick), bottom + 4], fill="black")
+        draw.text((px(tick) - 10, bottom + 6), f"{tick:g}", fill="black", font=font)
+    draw.text(((left + right) / 2 - 30, bottom + 20), x_label, fill="black", font=font)
+    draw.text((left, top - 14), title, fill="black", font=font)
+    if target is not None and target > 0 and 10.0 ** low <= target <= 10.0 ** high:
+        _dashed(draw, (left, py(target)), (right, py(target)), (0, 0, 0))
+    for name, curve in curves.items():
+        loss = np.asarray(curve["loss"], np.float64)
+        xs = np.asarray(curve[x_key], np.float64)
+        ok = np.isfinite(loss) & (loss > 0)
+        points = [(px(x), py(v)) for x, v in zip(xs[ok], loss[ok])]
+        if len(points) > 1:
+            draw.line(points, fill=_PALETTE.get(name, (23, 190, 207)), width=2)
+
+
+def plot(results: list[dict], evals: int, path: Path) -> None:
+    panel_w, panel_h, legend_w = 470, 330, 210
+    margin_l, margin_t, gap, margin_b = 50, 24, 60, 40
+    row_h = margin_t + panel_h + margin_b
+    width = margin_l + 2 * panel_w + gap + 20 + legend_w
+    image = Image.new("RGB", (width, row_h * len(results) + 10), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    for row, result in enumerate(results):
+        curves = {}
+        for name, run in result["runs"].items():
+            curve = {k: np.asarray(v) for k, v in run["curve"].items()}
+            keep = curve["evaluations"] <= evals
+            curves[name] = {k: v[keep] for k, v in curve.items()}
+        top = row * row_h + margin_t
+        where = f"{result['size']} px ({result['height']}x{result['width']})"
+        _panel(draw, font, (margin_l, top, margin_l + panel_w, top + panel_h), curves,
+               "seconds", "seconds (compile excluded)", f"{where}: loss vs time; dashed: L*",
+               result["target_loss"])
+        left = margin_l + panel_w + gap
+        _panel(draw, font, (left, top, left + panel_w, top + panel_h), curves, "evaluations",
+               "loss+gradient evaluations", f"{where}: loss vs evaluations",
+               result["target_loss"])
+        legend_x = left + panel_w + 20
+        for i, name in enumerate(curves):
+            y = top + 14 * i + 4
+            draw.line([legend_x, y + 6, legend_x + 20, y + 6], fill=_PALETTE.get(name), width=3)
+            draw.text((legend_x + 25, y), name, fill="black", font=font)
+    write_atomic(path, lambda f: image.save(f, format="PNG"))
+
+
+def write_atomic(path: Path, write) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
+                               prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def environment(args) -> dict:
+    return {
+        "jax_version": jax.__version__, "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "weights": str(args.weights) if args.weights else "random (seeded He-normal, key 0)",
+        "evals": args.evals, "sizes": args.sizes, "runs": args.runs,
+        "objective": {"content_layers": BASE.content_layers, "style_layers": BASE.style_layers,
+                      "content_weight": 1.0, "style_weight": 1e3, "tv_weight": 0.0,
+                      "init": "content", "pooling": BASE.pooling},
+    }
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.list_runs:
+        print("\n".join(run_specs()))
+        return
+    for size in args.sizes:
+        select_runs(args.runs, size)  # fail on a bad --runs before any work
+    params = (random_vgg19_params(jax.random.key(0)) if args.weights is None
+              else load_vgg19_params(args.weights))
+    started = time.perf_counter()
+    env = environment(args)
+    results = [run_size(params, size, args) for size in args.sizes]
+    env["total_seconds"] = time.perf_counter() - started
+    env["load_average_end"] = os.getloadavg()
+    print(f"jax {env['jax_version']} ({env['backend']}, {env['device_kind']}), "
+          f"{env['cpu_count']} CPUs, load average {env['load_average'][0]:.2f} -> "
+          f"{env['load_average_end'][0]:.2f}; weights: {env['weights']}; "
+          f"total {env['total_seconds']:.0f} s")
+    for result in results:
+        print()
+        print(report_size(result, args.evals))
+    payload = {"environment": env, "sizes": results}
+    write_atomic(args.json, lambda f: f.write(json.dumps(payload, indent=1).encode()))
+    plot(results, args.evals, args.plot)
+    print(f"\nwrote {args.json} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
