@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -176,9 +177,15 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``nst-jax``; returns the exit code."""
     args = _parser().parse_args(argv)
+    # SIGTERM ends a run like Ctrl-C does: the last good image is saved before exiting.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "stylize":
             return _stylize(args)
