@@ -1,5 +1,6 @@
 """nst_jax: neural style transfer (Gatys et al.) as pure JAX functions and a command line."""
 
+from ._batch import BatchResult, stylize_batch
 from ._errors import ImageError, NstError, WeightsError
 from ._image import load_image, save_image
 from ._losses import content_loss, gram_matrix, style_layer_loss, style_loss, total_variation
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LAYERS",
     "VGG19",
+    "BatchResult",
     "ImageError",
     "LossWeights",
     "NstError",
@@ -46,6 +48,7 @@ __all__ = [
     "style_loss",
     "stylization_loss",
     "stylize",
+    "stylize_batch",
     "total_variation",
     "weights_info",
 ]

@@ -17,17 +17,19 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._optimize import (
     _BOUNDS,
+    RUNNING,
+    TERMS,
     LossWeights,
     OptState,
     StyleConfig,
     Targets,
     _chunk_size,
+    _step,
     compile_cached,
     drive,
     init_state,
     initial_image,
     make_targets,
-    run_steps,
     status_name,
 )
 
@@ -68,13 +70,42 @@ def _batched_init(images, weights, style_index, params, content_features, style_
 
 def _batched_run(state, weights, style_index, params, content_features, style_grams, limits,
                  config, steps):
-    def one(lane_state, lane_weights, index):
-        targets = _lane_targets(content_features, style_grams, index)
-        return run_steps(lane_state, params, targets, lane_weights, limits, config, steps)
+    """Up to ``steps`` lock-step iterations of every lane; leaves early once no lane is running.
 
-    state, records = jax.vmap(one)(state, weights, style_index)
-    # Records come out (B, steps, ...); the loop driver reads them step-major.
-    return state, jax.tree.map(lambda r: jnp.moveaxis(r, 0, 1), records)
+    A ``lax.while_loop`` outside the vmap (rather than a vmapped scan) so that the batch stops
+    paying for iterations as soon as its last lane has stopped. Records are (steps, B, ...);
+    rows never reached are marked inactive.
+    """
+
+    def lane_step(lane_state, lane_weights, index):
+        targets = _lane_targets(content_features, style_grams, index)
+        active = lane_state.status == RUNNING
+        lane_state = jax.lax.cond(
+            active, lambda s: _step(s, params, targets, lane_weights, limits, config),
+            lambda s: s, lane_state)
+        return lane_state, active
+
+    batch = state.loss.shape[0]
+    records = {"loss": jnp.zeros((steps, batch), jnp.float32),
+               "terms": jnp.zeros((steps, batch, len(TERMS)), jnp.float32),
+               "evaluations": jnp.zeros((steps, batch), jnp.int32),
+               "active": jnp.zeros((steps, batch), bool)}
+
+    def running(carry):
+        step, lanes, _ = carry
+        return (step < steps) & jnp.any(lanes.status == RUNNING)
+
+    def body(carry):
+        step, lanes, records = carry
+        lanes, active = jax.vmap(lane_step)(lanes, weights, style_index)
+        row = {"loss": lanes.loss, "terms": lanes.terms, "evaluations": lanes.evaluations,
+               "active": active}
+        records = {name: records[name].at[step].set(row[name].astype(records[name].dtype))
+                   for name in records}
+        return step + 1, lanes, records
+
+    _, state, records = jax.lax.while_loop(running, body, (jnp.int32(0), state, records))
+    return state, records
 
 
 def _broadcast(value, batch: int, tail: tuple[int, ...], what: str) -> jax.Array:
@@ -139,7 +170,9 @@ def stylize_batch(
     if not styles:
         raise ValueError("at least one style image is required")
     n_style, n_content = len(config.style_layers), len(config.content_layers)
-    batch = _batch_size(content_weight, style_weight, tv_weight, style_layer_weights,
+    # A 1-D style_layer_weights is one vector shared by all runs, not a batch axis.
+    per_run_layers = style_layer_weights if np.ndim(style_layer_weights) == 2 else None
+    batch = _batch_size(content_weight, style_weight, tv_weight, per_run_layers,
                         style_index, seeds)
     layer_weights = (jnp.full((n_style,), 1.0 / n_style) if style_layer_weights is None
                      else style_layer_weights)

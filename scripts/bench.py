@@ -1,22 +1,37 @@
-"""Speed and memory of the Gatys objective and of the stylize loop.
+"""Speed and memory of the Gatys objective, of the stylize loop and of batched sweeps.
 
 Commands (from the repository root)::
 
-    PYTHONPATH=. python scripts/bench.py                       # default: sizes 256,512
+    PYTHONPATH=. python scripts/bench.py                       # default (see runtimes below)
     PYTHONPATH=. python scripts/bench.py --json bench.json     # also write every number as JSON
-    PYTHONPATH=. python scripts/bench.py --sizes 64,128 --e2e-size 64 --e2e-iterations 10  # quick
+    # quick check of every section (~10 min on the shared 2-core machine under load, less quiet):
+    PYTHONPATH=. python scripts/bench.py --sizes 64 --repeats 2 --variant-size 64 \
+        --memory-sizes 64,128 --memory-plan-sizes 256 --no-e2e \
+        --sweep-size 64 --sweep-batch 2 --sweep-iterations 2
+    # memory at 2048 px measured for real, not only planned (adds ~10 min; XLA plans 10.4 GiB
+    # for float32 there, more for the others: needs that much free RAM):
+    PYTHONPATH=. python scripts/bench.py --memory-sizes 256,512,1024,2048
+    # only some sections: --no-e2e, --no-memory, --no-sweep, --variant-size 0
 
-Expected runtime of the default run on the shared 2-core CPU machine: about 7 minutes. A 512-px
-loss+gradient evaluation takes ~3-4 s, a 256-px one ~1.1 s; most of the time is the
-100-iteration end-to-end run at 256 px (~5 min: each L-BFGS-B iteration costs ~3 s, about 2 s of
-it in the solver's own update with its 100-pair history, not in the objective).
+Runtime of the default run on the 2-core CPU machine, estimated from small runs (not run in
+full on a busy machine): about 30 minutes when quiet, ~50 minutes at a load average of 5.
+Roughly: roofline and sizes 256, 512 ~1 min (a 512-px loss+gradient evaluation takes ~3-4 s,
+a 256-px one ~1.1 s); variants at 512 ~2 min; memory ~5-6 min (16 fresh processes of 10-40 s:
+startup, compile, one evaluation; 1024 px is the slowest); end to end ~4 min (100 L-BFGS-B
+iterations at 256 px, ~2 s each, about half of it in the solver's own update); sweep ~20 min:
+8 sequential 20-iteration runs ~9 min, then the batched call, which on this CPU does not
+finish: it is killed at ``--sweep-timeout`` (600 s; a single vmapped iteration at 256 px, B=8,
+ran over 15 minutes in a trial at load 5, so the default reports an upper bound on its
+speed-up).
 
 What it measures, for the chelsea example photo (content) and starry_night (style), each
 resized so its longest side is the size (so "512" is 341x512, HxW):
 
-1. per size: lower+compile time of ``jax.jit(jax.value_and_grad(stylization_loss))``, the first
-   call, then ms per loss+gradient evaluation (median, min, max of ``--repeats`` calls after it);
-   ms per megapixel, to show how the cost scales with the image area.
+1. per size (``--sizes``): lower+compile time of
+   ``jax.jit(jax.value_and_grad(stylization_loss))``, the first call, then ms per
+   loss+gradient evaluation (median, min, max of ``--repeats`` calls after it); ms per
+   megapixel, to show how the cost scales with the image area, and a linearity line: ms/MP at
+   the largest size over ms/MP at the smallest (1.00: cost proportional to the pixel count).
 2. analytic FLOPs per evaluation and the GFLOP/s achieved at the median time. Counted: every
    VGG conv up to the deepest content/style layer, forward ``2*9*Cin*Cout*H*W`` at its own
    resolution (pooling floors the sizes), and its backward to the input, which costs the same
@@ -29,21 +44,46 @@ resized so its longest side is the size (so "512" is 341x512, HxW):
    ((3H-2)(3W-2) per channel pair instead of 9HW): the "no-pad" column counts that way and
    matches XLA within a fraction of a percent (the rest is elementwise work).
 3. a dense-matmul roofline from the same run: float32 ``jnp.dot`` of two n x n matrices (n
-   doubled from 1024 until one product takes over 50 ms); each evaluation's GFLOP/s is also
-   given as a fraction of it.
-4. memory, per size in a fresh subprocess (this script with a hidden flag): peak RSS of the
-   process after compiling and running one evaluation (Linux VmHWM, see :func:`peak_rss_mb`),
-   the peak before compiling (imports, params, images), and on accelerators
-   ``peak_bytes_in_use``; plus XLA's planned temporary buffer size of the compiled evaluation.
-5. end-to-end ``stylize(iterations=--e2e-iterations, tol=0)`` at ``--e2e-size``: a warm-up call
+   doubled from 1024 until one product takes over 50 ms); each evaluation's GFLOP/s is given
+   as a fraction of it ("of matmul"), and for 512 px against the target of 75%.
+4. variants (``--variant-size``, default 512): ms per evaluation of ``StyleConfig(remat=True)``,
+   ``StyleConfig(dtype="bfloat16")`` and both, beside float32: their speed cost.
+5. memory, in a fresh subprocess (this script with hidden flags) per (size, variant), variants
+   float32, remat, bfloat16, remat+bfloat16: for ``--memory-sizes`` (default 256,512,1024) the
+   process compiles and runs ONE evaluation and reports its RSS before compiling (params and
+   targets built), the peak RSS while compiling and while evaluating (Linux VmHWM, reset in
+   between through /proc/self/clear_refs, see :func:`reset_peak_rss`), on accelerators
+   ``memory_stats()["peak_bytes_in_use"]``, and XLA's buffer plan (``memory_analysis()``:
+   temp, arguments, output); for ``--memory-plan-sizes`` (default 2048) it only compiles from
+   the shapes (``jax.eval_shape``; nothing is computed, ~10-20 s each) and reports the plan.
+   Then per variant: MB per megapixel (slope of a linear fit of the peak against the pixel
+   count over the run sizes; the intercept is the runtime, params and executable), the same
+   slope of XLA's plan over all sizes, and the largest image that fits ``--memory-budget-gb``
+   (default 8 GiB) by the fit: megapixels, side of a square, longest side at the example's
+   aspect ratio. MB = MiB, GB = GiB. Observed on XLA:CPU in small runs: remat does not
+   lower the plan (XLA:CPU keeps the same buffers) and bfloat16 raises it (converted copies,
+   float32 Grams), so check the measured columns rather than assume the savings.
+6. end-to-end ``stylize(iterations=--e2e-iterations, tol=0)`` at ``--e2e-size``: a warm-up call
    with ``iterations=0`` compiles everything (its ``compile_seconds`` is reported), then the timed
    call: wall seconds, iterations, evaluations, evaluations/iteration, s/iteration and the
    overhead factor wall / (evaluations * median evaluation time at that size, which is added to
    the measured sizes when it is not among them). The wall time includes the target features
    (one forward pass of each image), which the factor thus counts as overhead.
+7. sweep (``--sweep``, default on; ``--no-sweep``): ``--sweep-batch`` (8) style weights,
+   logspace 1e2..1e4, ``--sweep-iterations`` (20) iterations each, tol=0, at ``--sweep-size``
+   (256): ``--sweep-batch`` sequential ``stylize`` calls (after a warm-up call that compiles;
+   each call's ``compile_seconds`` subtracted) against ONE ``stylize_batch`` call with all the
+   weights, run in a subprocess (warm-up call with iterations=0, then the timed call) that is
+   killed after ``--sweep-timeout`` seconds, compile included. Runs per minute for both, the
+   speed-up (target >= 1.2x; said plainly when batched is slower; an upper bound when the
+   batched call was killed), the iterations per compiled call of each (under vmap a lane
+   computes every step of its last call), the largest relative difference of the final losses,
+   and the objective alone: one vmapped loss+gradient of the B images against B single ones.
 
-Output: the tables on stdout; with ``--json PATH`` every number plus jax version, backend, device
-kind, CPU count, load average and date. Weights: seeded random VGG-19 unless ``--weights PATH``.
+Output: the tables on stdout, with the load average at the start and at the end (other
+processes may share the CPUs); with ``--json PATH`` every number plus jax version, backend,
+device kind, CPU count, load averages, date and arguments. Weights: seeded random VGG-19 unless
+``--weights PATH``; the subprocesses read the same params from a temporary .npz file.
 """
 
 from __future__ import annotations
@@ -58,6 +98,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,7 +108,14 @@ import numpy as np
 
 from nst_jax import load_image, load_vgg19_params, random_vgg19_params
 from nst_jax._batch import stylize_batch
-from nst_jax._optimize import StyleConfig, loss_weights, make_targets, stylization_loss, stylize
+from nst_jax._optimize import (
+    StyleConfig,
+    _chunk_size,
+    loss_weights,
+    make_targets,
+    stylization_loss,
+    stylize,
+)
 from nst_jax._vgg import CONV_SPECS, LAYERS, canonical_layer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -108,11 +156,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sweep-size", type=int, default=256)
     parser.add_argument("--sweep-batch", type=int, default=8)
     parser.add_argument("--sweep-iterations", type=int, default=20)
+    parser.add_argument("--sweep-timeout", type=float, default=600,
+                        help="seconds after which the stylize_batch subprocess is killed "
+                             "(compile included; default 600)")
     parser.add_argument("--weights", type=Path,
                         help="Keras VGG-19 HDF5 file (default: seeded random weights)")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe-variant", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--probe-plan-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-params", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--batched-probe", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -256,8 +309,9 @@ def matmul_roofline(repeats: int) -> dict:
         n *= 2
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process, MiB: Linux's VmHWM when available.
+def peak_rss_mb(field: str = "VmHWM") -> float:
+    """Peak resident memory of this process, MiB: Linux's VmHWM when available (``field``:
+    another /proc/self/status line, e.g. VmRSS for the current size).
 
     Not ``ru_maxrss`` on Linux: it survives fork+exec, so a fresh subprocess would report its
     parent's peak (checked: a child of a 513 MB parent reads 513 MB, its VmHWM 13 MB).
@@ -265,36 +319,80 @@ def peak_rss_mb() -> float:
     status = Path("/proc/self/status")
     if status.exists():
         for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # macOS: bytes
 
 
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs), so the
+    next reading is the peak of what follows; False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def save_params(params, path: Path) -> None:
+    """Write the VGG variables to an .npz file, so that the memory probes need not rebuild them
+    (seeded random params take 5-10 s of op-by-op work per process)."""
+    np.savez(path, **{f"{layer}/{name}": np.asarray(value)
+                      for layer, leaves in params["params"].items()
+                      for name, value in leaves.items()})
+
+
+def read_params(path: Path):
+    params = {}
+    with np.load(path) as data:
+        for key in data.files:
+            layer, name = key.split("/")
+            params.setdefault(layer, {})[name] = jnp.asarray(data[key])
+    return {"params": params}
+
+
 def memory_probe(params, size: int, variant: str, plan_only: bool) -> dict:
     """Run in a fresh process: compile one loss+gradient evaluation of ``variant`` and run it
-    once (``plan_only``: compile from shapes alone, run nothing); report peak memory."""
+    once (``plan_only``: compile from shapes alone, run nothing); report memory, MiB.
+
+    The peak RSS is reset (see :func:`reset_peak_rss`) after the inputs (params, target
+    features) are built and again after compiling, so ``peak_rss_compile_mb`` is the peak while
+    compiling and ``peak_rss_mb`` the peak while evaluating, both absolute (everything resident
+    counts: runtime, params, targets, the executable, XLA's buffers).
+    """
     content, style = load_pair(size)
-    before = peak_rss_mb()
-    compile_s, compiled, args = compiled_loss(params, content, style, grad=True,
-                                              config=VARIANTS[variant], abstract=plan_only)
-    eval_s = None if plan_only else timed(compiled, *args)
+    config = VARIANTS[variant]
+    args = jax.block_until_ready(loss_args(params, content, style, config, abstract=plan_only))
+    reset = reset_peak_rss()
+    before = peak_rss_mb("VmRSS")
+    fun = jax.value_and_grad(functools.partial(stylization_loss, config=config), has_aux=True)
+    start = time.perf_counter()
+    compiled = jax.jit(fun).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    compile_peak, after_compile = peak_rss_mb(), peak_rss_mb("VmRSS")
+    eval_s = peak = None
+    if not plan_only:
+        reset = reset_peak_rss() and reset
+        eval_s = timed(compiled, *args)
+        peak = peak_rss_mb()
     stats = jax.devices()[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
+    device_peak = stats.get("peak_bytes_in_use")
     return {"size": size, "variant": variant, "ran": not plan_only,
             "height": content.shape[0], "width": content.shape[1],
             "megapixels": content.shape[0] * content.shape[1] / 1e6,
-            "compile_s": compile_s, "eval_s": eval_s,
-            "rss_before_compile_mb": before, "peak_rss_mb": peak_rss_mb(),
-            "device_peak_mb": None if peak is None else peak / 2**20,
+            "compile_s": compile_s, "eval_s": eval_s, "peak_reset": reset,
+            "rss_before_compile_mb": before, "peak_rss_compile_mb": compile_peak,
+            "rss_after_compile_mb": after_compile, "peak_rss_mb": peak,
+            "device_peak_mb": None if device_peak is None else device_peak / 2**20,
             "xla_plan_mb": memory_plan(compiled)}
 
 
-def measure_memory(size: int, variant: str, plan_only: bool, weights: Path | None) -> dict:
+def measure_memory(size: int, variant: str, plan_only: bool, params_file: Path) -> dict:
     """:func:`memory_probe` in a fresh subprocess (this script with hidden flags); a failed
     probe (e.g. killed for memory) is recorded with its exit code and stderr tail."""
-    command = [sys.executable, __file__, "--memory-probe", str(size), "--probe-variant", variant]
+    command = [sys.executable, __file__, "--memory-probe", str(size), "--probe-variant", variant,
+               "--probe-params", str(params_file)]
     command += ["--probe-plan-only"] if plan_only else []
-    command += ["--weights", str(weights)] if weights is not None else []
     print(f"memory: {size} px {variant}{' (plan only)' if plan_only else ''} ...",
           file=sys.stderr, flush=True)
     start = time.perf_counter()
@@ -371,42 +469,144 @@ def end_to_end(params, size: int, iterations: int) -> dict:
     }
 
 
-def sweep(params, size: int, batch: int, iterations: int) -> dict:
-    """One ``stylize_batch`` of ``batch`` style weights (logspace 1e2..1e4) against a loop of
-    ``stylize`` calls with the same weights, ``iterations`` each, tol=0. Compilation is left
-    out of both: a warm-up call (iterations=0) compiles, and each timed call's own
-    ``compile_seconds`` (0 when the compiled loop is reused) is subtracted."""
+def objective_batching(params, content, style, weights) -> dict:
+    """The objective alone: one ``vmap``-ped loss+gradient evaluation of ``len(weights)`` images
+    (one style weight each) against as many single evaluations, each after a warm-up call."""
+    _, single, (image, params, targets, base) = compiled_loss(params, content, style, grad=True)
+    lanes = [base._replace(style=jnp.float32(weight)) for weight in weights]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *lanes)
+    images = jnp.stack([image] * len(weights))
+    fun = jax.value_and_grad(functools.partial(stylization_loss, config=CONFIG), has_aux=True)
+    batched = jax.jit(jax.vmap(fun, in_axes=(0, None, None, 0))).lower(
+        images, params, targets, stacked).compile()
+    timed(batched, images, params, targets, stacked)
+    batched_s = timed(batched, images, params, targets, stacked)
+    timed(single, image, params, targets, lanes[0])
+    single_s = sum(timed(single, image, params, targets, lane) for lane in lanes)
+    return {"batched_ms": batched_s * 1e3, "singles_ms": single_s * 1e3,
+            "ratio": batched_s / single_s}
+
+
+def sweep_weights(batch: int) -> np.ndarray:
+    return np.logspace(2, 4, batch)
+
+
+def emit(event: str, **values) -> None:
+    print(json.dumps({"event": event, **values}), flush=True)
+
+
+def batched_probe(params, size: int, batch: int, iterations: int) -> None:
+    """Run in a fresh process: compile ``stylize_batch`` (a warm-up call with iterations=0),
+    then the timed call, printing a JSON line when compiled, after each compiled chunk and at
+    the end. Times are ``time.monotonic()`` stamps (one system-wide clock on Linux and macOS),
+    so the parent can tell how long the loop had run if it has to kill this process."""
     content, style = load_pair(size)
-    weights = np.logspace(2, 4, batch)
+    weights = sweep_weights(batch)
+    common = {"params": params, "style_weight": weights, "tol": 0.0}
+    warm = stylize_batch(content, [style], iterations=0, **common)
+    loop_start = time.monotonic()
+    emit("compiled", compile_s=warm.compile_seconds, loop_start=loop_start)
+
+    def progress(state, records):
+        emit("chunk", seconds=time.monotonic() - loop_start,
+             iterations=int(np.min(np.asarray(state.iteration))))
+
+    result = stylize_batch(content, [style], iterations=iterations, callback=progress, **common)
+    emit("done", seconds=time.monotonic() - loop_start - result.compile_seconds,
+         evaluations=[int(e) for e in result.evaluations], devices=result.devices,
+         final_loss=np.asarray(result.history["loss"][-1]).tolist())
+
+
+def run_batched(size: int, batch: int, iterations: int, params_file: Path,
+                timeout: float) -> dict:
+    """:func:`batched_probe` in a subprocess, killed after ``timeout`` seconds (compile
+    included). Returns its last events; ``loop_s``: seconds its timed loop ran (at the kill, a
+    lower bound of what the whole call would take)."""
+    command = [sys.executable, __file__, "--batched-probe", "--sweep-size", str(size),
+               "--sweep-batch", str(batch), "--sweep-iterations", str(iterations),
+               "--probe-params", str(params_file)]
+    try:
+        done = subprocess.run(command, check=False, capture_output=True, text=True,
+                              timeout=timeout)
+        output, timed_out = done.stdout, False
+    except subprocess.TimeoutExpired as error:
+        output, timed_out = error.stdout or "", True
+        done = None
+    if isinstance(output, bytes):
+        output = output.decode()
+    events = {}
+    for line in output.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            events[event["event"]] = event
+    if done is not None and done.returncode != 0:
+        return {"error": f"exit code {done.returncode}: {done.stderr.strip()[-500:]}"}
+    compiled, chunk = events.get("compiled"), events.get("chunk")
+    return {
+        "timed_out": timed_out, "timeout_s": timeout, "done": events.get("done"),
+        "compile_s": compiled["compile_s"] if compiled else None,
+        "iterations_done": (iterations if "done" in events
+                            else chunk["iterations"] if chunk else 0),
+        "loop_s": (events["done"]["seconds"] if "done" in events
+                   else time.monotonic() - compiled["loop_start"] if compiled else None),
+    }
+
+
+def sequential_runs(params, content, style, weights, iterations: int) -> dict:
+    """``stylize`` once per weight after a warm-up call (iterations=0) that compiles the loop;
+    each call's own ``compile_seconds`` (0 when the loop is reused) is subtracted."""
     common = {"params": params, "tol": 0.0}
-    warm = stylize_batch(content, [style], style_weight=weights, iterations=0, **common)
-    start = time.perf_counter()
-    batched = stylize_batch(content, [style], style_weight=weights, iterations=iterations,
-                            **common)
-    batched_s = time.perf_counter() - start - batched.compile_seconds
-    warm_one = stylize(content, style, style_weight=float(weights[0]), iterations=0, **common)
-    sequential_s, runs = 0.0, []
+    warm = stylize(content, style, style_weight=float(weights[0]), iterations=0, **common)
+    seconds, runs = 0.0, []
     for weight in weights:
         start = time.perf_counter()
         run = stylize(content, style, style_weight=float(weight), iterations=iterations, **common)
-        sequential_s += time.perf_counter() - start - run.compile_seconds
+        seconds += time.perf_counter() - start - run.compile_seconds
         runs.append(run)
-    batched_loss = np.asarray(batched.history["loss"][-1])
-    sequential_loss = np.array([float(r.history["loss"][-1]) for r in runs])
-    return {
+    return {"compile_s": warm.compile_seconds, "seconds": seconds,
+            "evaluations": [r.evaluations for r in runs],
+            "final_loss": [float(r.history["loss"][-1]) for r in runs]}
+
+
+def sweep(params, size: int, batch: int, iterations: int, params_file: Path,
+          timeout: float) -> dict:
+    """One ``stylize_batch`` of ``batch`` style weights (logspace 1e2..1e4) against a loop of
+    ``stylize`` calls with the same weights, ``iterations`` each, tol=0, compilation left out
+    of both. The batched call runs in a subprocess killed after ``timeout`` seconds: then its
+    speed-up is an upper bound (it had run ``loop_s`` seconds without finishing)."""
+    content, style = load_pair(size)
+    weights = sweep_weights(batch)
+    print(f"sweep: {batch} sequential stylize calls at {size} px ...", file=sys.stderr, flush=True)
+    sequential = sequential_runs(params, content, style, weights, iterations)
+    print(f"sweep: objective batching at {size} px ...", file=sys.stderr, flush=True)
+    objective = objective_batching(params, content, style, weights)
+    print(f"sweep: stylize_batch at {size} px (subprocess, timeout {timeout:.0f} s) ...",
+          file=sys.stderr, flush=True)
+    batched = run_batched(size, batch, iterations, params_file, timeout)
+    # Iterations per compiled call (the library's choice); under vmap a lane whose run has
+    # ended still computes every step of the last call (lax.cond becomes a select).
+    pixels = content.shape[0] * content.shape[1]
+    lanes = -(-batch // jax.local_device_count())
+    batched_chunk, sequential_chunk = _chunk_size(pixels * lanes, None), _chunk_size(pixels, None)
+    result = {
         "size": size, "height": content.shape[0], "width": content.shape[1], "batch": batch,
         "iterations": iterations, "style_weights": weights.tolist(),
-        "batched_compile_s": warm.compile_seconds, "sequential_compile_s": warm_one.compile_seconds,
-        "batched_s": batched_s, "sequential_s": sequential_s,
-        "batched_runs_per_minute": batch / batched_s * 60,
-        "sequential_runs_per_minute": batch / sequential_s * 60,
-        "speedup": sequential_s / batched_s,
-        "batched_evaluations": [int(e) for e in batched.evaluations],
-        "sequential_evaluations": [r.evaluations for r in runs],
-        "batched_devices": batched.devices,
-        "final_loss_max_rel_diff": float(np.max(np.abs(batched_loss - sequential_loss)
-                                                / np.maximum(np.abs(sequential_loss), 1e-30))),
+        "sequential": sequential, "batched": batched, "objective": objective,
+        "sequential_runs_per_minute": batch / sequential["seconds"] * 60,
+        "batched_chunk": batched_chunk, "sequential_chunk": sequential_chunk,
+        "batched_steps_computed": -(-iterations // batched_chunk) * batched_chunk,
+        "batched_finished": bool(batched.get("done")),
+        "batched_runs_per_minute": None, "speedup": None, "final_loss_max_rel_diff": None,
     }
+    if batched.get("loop_s"):
+        # Not finished: the whole call would take longer than loop_s, so these are upper bounds.
+        result["batched_runs_per_minute"] = batch / batched["loop_s"] * 60
+        result["speedup"] = sequential["seconds"] / batched["loop_s"]
+    if batched.get("done"):
+        ours, theirs = np.array(batched["done"]["final_loss"]), np.array(sequential["final_loss"])
+        result["final_loss_max_rel_diff"] = float(
+            np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-30)))
+    return result
 
 
 def environment(args) -> dict:
@@ -441,6 +641,18 @@ def gflop(flops: float | None) -> str:
 
 def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
+
+
+def memory_row(m: dict) -> list[str]:
+    if "error" in m:
+        return [str(m["size"]), m["variant"], "failed", *[""] * 9, m["error"].splitlines()[0][:40]]
+    plan = m["xla_plan_mb"] or {}
+    return [str(m["size"]), m["variant"], f"{m['height']}x{m['width']}",
+            "yes" if m["ran"] else "plan only", f"{m['compile_s']:.1f}", fmt(m["eval_s"], ".2f"),
+            f"{m['rss_before_compile_mb']:.0f}", f"{m['peak_rss_compile_mb']:.0f}",
+            fmt(m["peak_rss_mb"], ".0f"), fmt(m["device_peak_mb"], ".0f"),
+            fmt(plan.get("temp"), ".0f"), fmt(plan.get("total"), ".0f"),
+            f"{peak_mb(m) / m['megapixels']:.0f}" if m["ran"] else "n/a"]
 
 
 def report(results: dict) -> str:
@@ -491,22 +703,17 @@ def report(results: dict) -> str:
              for name, r in variants.items()]))
     memory = results.get("memory")
     if memory:
-        out += ["", ("memory of one loss+gradient evaluation, a fresh process per row (peak: "
-                     "device peak_bytes_in_use where the backend has it, else peak RSS = VmHWM; "
-                     "plan: XLA memory_analysis, total = temp+arguments+output; plan-only rows "
-                     "were compiled, not run)")]
+        out += ["", ("memory of one loss+gradient evaluation, a fresh process per row: RSS "
+                     "before compiling (params and targets built), peak RSS (VmHWM) while "
+                     "compiling and while evaluating; device peak_bytes_in_use where the backend "
+                     "has it; XLA's plan (memory_analysis: total = temp+arguments+output); "
+                     "plan-only rows were compiled, not run. MB = MiB; MB/MP: the peak (device, "
+                     "else evaluation RSS) per megapixel")]
         out.append(table(
             ["size", "variant", "HxW", "run", "compile s", "eval s", "RSS before MB",
-             "peak RSS MB", "device peak MB", "plan temp MB", "plan total MB", "peak MB/MP"],
-            [[str(m["size"]), m["variant"], "error", "", "", "", "", "", "", "", "",
-              m["error"].splitlines()[0][:60]] if "error" in m else
-             [str(m["size"]), m["variant"], f"{m['height']}x{m['width']}",
-              "yes" if m["ran"] else "plan only", f"{m['compile_s']:.1f}", fmt(m["eval_s"], ".2f"),
-              f"{m['rss_before_compile_mb']:.0f}", f"{m['peak_rss_mb']:.0f}",
-              fmt(m["device_peak_mb"], ".0f"), fmt((m["xla_plan_mb"] or {}).get("temp"), ".0f"),
-              fmt((m["xla_plan_mb"] or {}).get("total"), ".0f"),
-              f"{peak_mb(m) / m['megapixels']:.0f}" if m["ran"] else "n/a"]
-             for m in memory["probes"]]))
+             "compile peak MB", "eval peak MB", "device peak MB", "plan temp MB",
+             "plan total MB", "peak MB/MP"],
+            [memory_row(m) for m in memory["probes"]]))
         summary = memory["summary"]
         aspect = next(iter(summary.values()))["aspect_h_over_w"]
         out += ["", (f"memory per megapixel (slope of the linear fit over the run sizes) and the "
@@ -529,39 +736,94 @@ def report(results: dict) -> str:
             [[f"{e2e['compile_seconds']:.2f}", f"{e2e['wall_s']:.2f}", str(e2e["iterations"]),
               str(e2e["evaluations"]), f"{e2e['evaluations_per_iteration']:.2f}",
               f"{e2e['s_per_iteration']:.3f}", f"{e2e['overhead_factor']:.2f}"]]))
-    sw = results.get("sweep")
-    if sw:
-        out += ["", (f"sweep: {sw['batch']} style weights (logspace 1e2..1e4), "
-                     f"{sw['iterations']} iterations each, tol=0, at {sw['height']}x{sw['width']}; "
-                     "compile excluded")]
-        out.append(table(
-            ["mode", "compile s", "wall s", "runs/min", "evaluations (sum)"],
-            [["stylize_batch (1 call)", f"{sw['batched_compile_s']:.1f}",
-              f"{sw['batched_s']:.2f}", f"{sw['batched_runs_per_minute']:.2f}",
-              str(sum(sw["batched_evaluations"]))],
-             [f"stylize x {sw['batch']} (sequential)", f"{sw['sequential_compile_s']:.1f}",
-              f"{sw['sequential_s']:.2f}", f"{sw['sequential_runs_per_minute']:.2f}",
-              str(sum(sw["sequential_evaluations"]))]]))
-        out.append(f"batched speed-up: {sw['speedup']:.2f}x (target >= 1.2x: "
-                   f"{verdict(sw['speedup'] >= 1.2)}); final losses differ by at most "
-                   f"{sw['final_loss_max_rel_diff']:.1e} (relative)")
-        if sw["speedup"] < 1:
-            out.append(f"batched is SLOWER than sequential here: {1 / sw['speedup']:.2f}x the "
-                       "time for the same runs")
+    if results.get("sweep"):
+        out += ["", *sweep_report(results["sweep"])]
     out += ["", f"load average at end (1, 5, 15 min): {load(results['load_average_end'])}"]
     return "\n".join(out)
+
+
+def sweep_report(sw: dict) -> list[str]:
+    seq, bat, obj = sw["sequential"], sw["batched"], sw["objective"]
+    out = [(f"sweep: {sw['batch']} style weights (logspace 1e2..1e4), {sw['iterations']} "
+            f"iterations each, tol=0, at {sw['height']}x{sw['width']}; compile excluded")]
+    if "error" in bat:
+        bat_row = ["failed", "", "", ""]
+    elif bat["loop_s"] is None:
+        bat_row = [f"> {bat['timeout_s']:.0f}", "n/a", "n/a", "n/a"]
+    else:
+        bound = "" if sw["batched_finished"] else "> "
+        bat_row = [fmt(bat["compile_s"], ".1f"), f"{bound}{bat['loop_s']:.2f}",
+                   f"{'< ' if bound else ''}{sw['batched_runs_per_minute']:.2f}",
+                   str(sum(bat["done"]["evaluations"])) if bat["done"] else "n/a"]
+    out.append(table(
+        ["mode", "compile s", "wall s", "runs/min", "evaluations (sum)"],
+        [["stylize_batch (1 call)", *bat_row],
+         [f"stylize x {sw['batch']} (sequential)", f"{seq['compile_s']:.1f}",
+          f"{seq['seconds']:.2f}", f"{sw['sequential_runs_per_minute']:.2f}",
+          str(sum(seq["evaluations"]))]]))
+    out.append(f"iterations per compiled call: batched {sw['batched_chunk']}, sequential "
+               f"{sw['sequential_chunk']}; the batch computes {sw['batched_steps_computed']} "
+               f"steps per lane for {sw['iterations']} iterations")
+    out.append(f"objective alone: one vmapped loss+gradient of {sw['batch']} images "
+               f"{obj['batched_ms']:.0f} ms vs {sw['batch']} single evaluations "
+               f"{obj['singles_ms']:.0f} ms ({obj['ratio']:.2f}x the time; below 1: the "
+               "objective itself gains from batching)")
+    if "error" in bat:
+        return [*out, f"stylize_batch FAILED: {bat['error']}"]
+    if not sw["batched_finished"]:
+        out.append(f"stylize_batch did NOT finish: killed after the --sweep-timeout of "
+                   f"{bat['timeout_s']:.0f} s (compile included), "
+                   + ("still compiling" if bat["loop_s"] is None else
+                      f"{bat['loop_s']:.0f} s into its loop, {bat['iterations_done']} of "
+                      f"{sw['iterations']} iterations done"))
+    if sw["speedup"] is not None:
+        bound = "" if sw["batched_finished"] else "< "
+        out.append(f"batched speed-up: {bound}{sw['speedup']:.2f}x (target >= 1.2x: "
+                   f"{verdict(sw['speedup'] >= 1.2 and sw['batched_finished'])})"
+                   + (f"; final losses differ by at most {sw['final_loss_max_rel_diff']:.1e} "
+                      "(relative)" if sw["final_loss_max_rel_diff"] is not None else ""))
+        if sw["speedup"] < 1:
+            out.append(f"batched is SLOWER than sequential on this machine: "
+                       f"{'over ' if bound else ''}{1 / sw['speedup']:.1f}x the time for the "
+                       "same runs")
+    return out
 
 
 def load(averages) -> str:
     return ", ".join(f"{a:.2f}" for a in averages)
 
 
+def measure_variants(params, size: int, repeats: int, matmul_gflops: float,
+                     measured: list[dict]) -> dict:
+    """Speed of every variant at ``size`` (float32 taken from ``measured`` when it is there)."""
+    by_size = {r["size"]: r for r in measured}
+    results = {}
+    for name, config in VARIANTS.items():
+        print(f"variant {name} at {size} px ...", file=sys.stderr, flush=True)
+        results[name] = (by_size[size] if name == "float32" and size in by_size else
+                         bench_size(params, size, repeats, matmul_gflops, config, forward=False))
+    return results
+
+
+def measure_memory_all(args, params_file: Path) -> dict:
+    """Every variant at every --memory-sizes (run) and --memory-plan-sizes (compiled only)."""
+    runs = [(size, False) for size in args.memory_sizes]
+    runs += [(size, True) for size in args.memory_plan_sizes if size not in args.memory_sizes]
+    probes = [measure_memory(size, variant, plan_only, params_file)
+              for size, plan_only in runs for variant in VARIANTS]
+    return {"budget_gb": args.memory_budget_gb, "probes": probes,
+            "summary": memory_summary(probes, args.memory_budget_gb)}
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
-    params = load_params(args.weights)
+    params = read_params(args.probe_params) if args.probe_params else load_params(args.weights)
     if args.memory_probe is not None:
         print(json.dumps(memory_probe(params, args.memory_probe, args.probe_variant,
                                       args.probe_plan_only)))
+        return
+    if args.batched_probe:
+        batched_probe(params, args.sweep_size, args.sweep_batch, args.sweep_iterations)
         return
     results = {"environment": environment(args)}
     print(f"load average at start: {load(results['environment']['load_average'])}",
@@ -576,32 +838,24 @@ def main(argv=None) -> None:
     results["linearity"] = (results["sizes"][-1]["ms_per_megapixel"]
                             / results["sizes"][0]["ms_per_megapixel"])
     if args.variant_size:
-        by_size = {r["size"]: r for r in results["sizes"]}
-        results["variants"] = {}
-        for name, config in VARIANTS.items():
-            print(f"variant {name} at {args.variant_size} px ...", file=sys.stderr, flush=True)
-            results["variants"][name] = (
-                by_size[args.variant_size] if name == "float32" and args.variant_size in by_size
-                else bench_size(params, args.variant_size, args.repeats, matmul_gflops, config,
-                                forward=False))
-    if not args.no_memory:
-        runs = [(size, False) for size in args.memory_sizes]
-        runs += [(size, True) for size in args.memory_plan_sizes if size not in args.memory_sizes]
-        probes = [measure_memory(size, variant, plan_only, args.weights)
-                  for size, plan_only in runs for variant in VARIANTS]
-        results["memory"] = {"budget_gb": args.memory_budget_gb, "probes": probes,
-                             "summary": memory_summary(probes, args.memory_budget_gb)}
-    if not args.no_e2e:
-        print(f"end to end at {args.e2e_size} px ...", file=sys.stderr, flush=True)
-        e2e = end_to_end(params, args.e2e_size, args.e2e_iterations)
-        eval_ms = next(r["eval_ms"]["median"] for r in results["sizes"]
-                       if r["size"] == args.e2e_size)
-        e2e["overhead_factor"] = e2e["wall_s"] / (e2e["evaluations"] * eval_ms / 1e3)
-        results["e2e"] = e2e
-    if args.sweep:
-        print(f"sweep at {args.sweep_size} px ...", file=sys.stderr, flush=True)
-        results["sweep"] = sweep(params, args.sweep_size, args.sweep_batch,
-                                 args.sweep_iterations)
+        results["variants"] = measure_variants(params, args.variant_size, args.repeats,
+                                               matmul_gflops, results["sizes"])
+    with tempfile.TemporaryDirectory() as tmp:
+        # The subprocesses read the params from here instead of rebuilding them.
+        params_file = Path(tmp) / "params.npz"
+        save_params(params, params_file)
+        if not args.no_memory:
+            results["memory"] = measure_memory_all(args, params_file)
+        if not args.no_e2e:
+            print(f"end to end at {args.e2e_size} px ...", file=sys.stderr, flush=True)
+            e2e = end_to_end(params, args.e2e_size, args.e2e_iterations)
+            eval_ms = next(r["eval_ms"]["median"] for r in results["sizes"]
+                           if r["size"] == args.e2e_size)
+            e2e["overhead_factor"] = e2e["wall_s"] / (e2e["evaluations"] * eval_ms / 1e3)
+            results["e2e"] = e2e
+        if args.sweep:
+            results["sweep"] = sweep(params, args.sweep_size, args.sweep_batch,
+                                     args.sweep_iterations, params_file, args.sweep_timeout)
     results["load_average_end"] = os.getloadavg()
     print(report(results))
     if args.json:

@@ -2,22 +2,25 @@
 
 Commands (from the repository root)::
 
-    PYTHONPATH=. python scripts/converge.py                    # default: 128 px all runs, 256 px core runs
-    PYTHONPATH=. python scripts/converge.py --sizes 48 --evals 10          # smoke test, ~2 min
-    PYTHONPATH=. python scripts/converge.py --sizes 128 --runs 'lua-ref,jaxopt-*-h10'
-    PYTHONPATH=. python scripts/converge.py --list-runs        # the run names
+    PYTHONPATH=. python scripts/converge.py                 # default: 128 px, 8 runs, ~25 min
+    PYTHONPATH=. python scripts/converge.py --sizes 128,256 # + 256 px (2 runs), ~50 min in all
+    PYTHONPATH=. python scripts/converge.py --runs all      # every run at 128 px, ~50 min
+    PYTHONPATH=. python scripts/converge.py --sizes 48 --evals 10   # smoke test, ~4-8 min
+    PYTHONPATH=. python scripts/converge.py --runs 'lua-ref*,jaxopt-*-h10' --evals 100
+    PYTHONPATH=. python scripts/converge.py --list-runs     # run names and default sets
 
-Expected runtime of the default run on a quiet 2-core CPU machine: about 25 minutes (~15 min at
-128 px, ~10 min at 256 px; compiles included, ~5-10 s per run at 128 px). The estimate is built
-from the evaluation times of the issue (0.25 s at 128 px, 1.1 s at 256 px) and the per-iteration
-solver overheads measured here at small sizes (see ``--sizes 48`` output): jaxopt's L-BFGS-B
-adds a few ms per iteration at history 10 and noticeably more at history 100; line searches with
-several evaluations per iteration stop by the evaluation count, up to one compiled chunk late
-(at 128 px ~10 iterations, at 256 px 2). The full run set at 256 px would take ~80 minutes, so
-by default 256 px runs only ``DEFAULT_RUNS_LARGE`` (the reference, the library default, the
-Lua-like fixed step with history 100, optax and Adam at neural-style's learning rate 10); the
-Adam grid and the line-search variants run at 128 px (and at any size below 256). ``--runs``
-overrides the selection for every size.
+Expected runtime of the default run (``--sizes 128 --evals 300``, ``DEFAULT_RUNS_SMALL``) on a
+quiet 2-core CPU machine: about 24 minutes, compiles (~10 s per run, ~70 s for the Hager-Zhang
+line search) included. Estimated, not measured (the development machine was shared and loaded
+~3x): a 128-px loss+gradient evaluation takes ~0.25 s as one compiled call but ~0.55 s inside a
+compiled loop (measured here: 2.2x at 128 px, 3x at 256 px, see "in-loop" below), so a 300-
+evaluation run of any solver that iterates inside ``lax.scan`` (everything through
+:func:`nst_jax.stylize`, and ``lua-ref``) costs ~170 s, ``lua-ref-steps`` ~80 s; on top, jaxopt's
+L-BFGS-B update costs ~10 ms per iteration at history 10 and ~120 ms at history 100 (128 px;
+solver-only timings on the loaded machine gave 24 and 240 ms), and Hager-Zhang overshoots the budget by up to one compiled
+chunk (10 iterations at 128 px). Because of that in-loop cost, the defaults are smaller than
+first planned: 256 px (a library run there is ~17 min) is opt-in; ``--sizes 128,256`` adds
+``DEFAULT_RUNS_LARGE`` at 256 px, ~24 more minutes; ``--runs all`` at 128 px ~50 minutes.
 
 Problem: the chelsea photo (content) and starry_night (style) from ``examples/``, each loaded
 with ``load_image(path, max_side=S)`` for every size S in ``--sizes``; the library's default
@@ -26,43 +29,64 @@ initialisation, seeded random VGG-19 (``random_vgg19_params(jax.random.key(0))``
 ``--weights PATH``. Every run gets the same budget of ``--evals`` loss+gradient evaluations (the
 initial evaluation counts as one).
 
-Runs (names for ``--runs``; shell-style patterns such as ``'adam-*'`` work):
+Runs (names for ``--runs``; shell-style patterns such as ``'adam-*'`` work, ``all`` = every run;
+the default set is ``DEFAULT_RUNS_SMALL`` below 256 px and ``DEFAULT_RUNS_LARGE`` from 256 px):
 
+* ``lua-ref``: a "Lua-reference" L-BFGS written here in JAX (:func:`lua_step`), matching
+  ``optim.lbfgs`` of torch/optim as jcjohnson/neural-style calls it (``learningRate=1``,
+  ``nCorrection=100``, no line search, tolFun/tolX disabled): one evaluation per iteration, first
+  step ``t = min(1, 1/|g|_1) * lr`` then ``t = lr``, two-loop recursion with
+  ``H0 = s'y / y'y`` of the newest pair, a pair skipped when ``y's <= 1e-10``; unconstrained.
+  (Checked against a line-by-line numpy port of optim/lbfgs.lua on a small convex problem:
+  losses and iterates agree to 1e-14 in float64, history wrap-around included.) It runs compiled
+  like the library's loop: one ``lax.scan`` per chunk of iterations (chunk size as in
+  ``stylize``), state donated, one loss per evaluation recorded. Its loss after ``--evals``
+  evaluations is the target ``L*`` of its size.
+* ``lua-ref-steps``: the same algorithm, one compiled iteration per Python call (no XLA loop
+  around the iterations), to show what the loop structure itself costs. Same iterates up to
+  float32 rounding, which the line-search-free L-BFGS amplifies (loss@E 1.6% apart at 48 px
+  after 12 evaluations here). It gives ``L*`` where ``lua-ref`` is not run.
 * ``jaxopt-{backtracking,zoom,hager-zhang,none}-h{10,100}``: :func:`nst_jax.stylize` with jaxopt's
   box-constrained L-BFGS-B, each line search it offers, or ``none`` (fixed step 1 then
   projection), history 10 and 100. ``jaxopt-backtracking-h10`` is the library default.
 * ``optax-lbfgs-h10``: optax's L-BFGS (zoom line search, unconstrained, clipped on output).
 * ``adam-lr{1,5,10,20}``: projected Adam, learning rate in 0-255 pixel units.
-* ``lua-ref``: a "Lua-reference" L-BFGS written here in JAX (:func:`lua_chunk`), matching
-  ``optim.lbfgs`` of torch/optim as jcjohnson/neural-style calls it (``learningRate=1``,
-  ``nCorrection=100``, no line search, tolFun/tolX disabled): one evaluation per iteration, first
-  step ``t = min(1, 1/|g|_1) * lr`` then ``t = lr``, two-loop recursion with
-  ``H0 = s'y / y'y`` of the newest pair, a pair skipped when ``y's <= 1e-10``; unconstrained.
-  It runs compiled (``lax.scan`` over chunks of iterations, state donated, one loss per
-  evaluation recorded). Its loss after ``--evals`` evaluations is the target ``L*`` of its size.
 
 How each run is timed: a warm-up call compiles everything (``stylize(iterations=0)``; for the
-reference the same functions ahead of time), then the timed call: ``stylize(iterations=evals-1,
+references the same functions ahead of time), then the timed call: ``stylize(iterations=evals-1,
 tol=0)`` with a callback that stops it once ``evaluations >= --evals``. Solvers with more than one
 evaluation per iteration (line searches) may thus overshoot the budget by up to one compiled
 chunk; their curves are cut at the budget (``loss@E`` is the last loss with at most ``--evals``
-evaluations) while ``final``/``clipped`` refer to the last iterate. Seconds are
-``history["seconds"]`` (wall clock from the start of the timed call, compiles excluded, so the
-target features and the initial evaluation are in the first chunk; within a chunk the time is
-spread evenly); the reference is timed the same way. ``clipped``: the loss of the final image
-clipped to 0..255, which is what an unconstrained solver delivers (for the box-constrained ones it
-equals ``final``); the reported ``L*`` and ``t(L*)`` use the loss of the iterate itself.
+evaluations) while ``final``/``clipped`` refer to the last iterate. jaxopt counts every call of
+the objective as an evaluation, including the forward-only one its zoom line search makes to
+recompute ``aux`` (cheaper than a loss+gradient). Seconds are ``history["seconds"]`` (wall clock
+from the start of the timed call, compiles excluded, so the target features and the initial
+evaluation are in the first chunk; within a chunk the time is spread evenly); the references are
+timed the same way. ``clipped``: the loss of the final image clipped to 0..255, which is what an
+unconstrained solver delivers (for the box-constrained ones it equals ``final``); ``L*`` and
+``t(L*)`` use the loss of the iterate itself.
 
-Output: a table per size on stdout with, per run: evaluations and iterations done, evaluations per
-iteration, ms per evaluation (loop seconds / evaluations), overhead x (that over the bare compiled
-loss+gradient time), solver ms per iteration ((loop seconds - evaluations * bare) / iterations),
-``loss@E``, final and clipped final loss, the time to reach ``L*`` ("-" if never) and its ratio to
-the reference's; then the loop overhead of the library default, loop seconds / (evaluations x bare
-evaluation time, median of 5 with ``block_until_ready`` in the same run), whose target is <= 1.05.
-``--json PATH`` (default converge.json): every curve (loss, evaluations, seconds per iteration)
-and summary, plus environment. ``--plot PATH`` (default converge.png): per size one row of two
+Two evaluation floors are measured per size: "bare", one compiled ``value_and_grad`` call
+(``block_until_ready``, median of ``--repeats`` = 5, measured again just before every run), and
+"in-loop", the seconds per evaluation of a compiled ``lax.scan`` that does nothing but evaluate
+(3 per call, median of 3 calls). They differ on XLA:CPU: inside a while loop the 13
+input-gradient convolutions of the VGG backward pass keep a transposed (``01oi``) kernel layout
+and are emitted as plain parallel loops instead of Eigen calls (in the optimized HLO of the
+two: all 26 convolutions ``01io`` outside a loop; inside, 13 ``01oi`` ones carrying the loop
+emitter's ``outer_dimension_partitions``), the class of XLA:CPU problem of jax-ml/jax#12868.
+
+Output: a table per size on stdout with, per run: evaluations and iterations done, evaluations
+per iteration (initial evaluation excluded), ms per evaluation (loop seconds / evaluations),
+``x bare`` (that over the bare evaluation), ``x floor`` (over the floor of the run's loop
+structure: in-loop, or bare for ``lua-ref-steps``), solver ms per iteration ((loop seconds -
+evaluations x floor) / iterations), ``loss@E``, final and clipped final loss, the time to reach
+``L*`` ("-" if never) and its ratio to the reference's; then the loop overhead of the library
+default: loop seconds / (evaluations x bare evaluation), target <= 1.05, and the same over the
+in-loop floor. ``--json PATH`` (default converge.json): every curve (loss, evaluations, seconds
+per iteration), every summary number, the floors and the environment (jax version, CPU count,
+load average at start and end). ``--plot PATH`` (default converge.png): per size a row of two
 panels, loss (log scale) against seconds and against evaluations, one line per run, ``L*``
-dashed.
+dashed. Both files are written atomically.
 """
 
 from __future__ import annotations
@@ -86,7 +110,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from nst_jax import load_image, load_vgg19_params, random_vgg19_params
+from nst_jax import NstError, load_image, load_vgg19_params, random_vgg19_params
 from nst_jax._optimize import (
     StyleConfig,
     _chunk_size,
@@ -100,13 +124,21 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BASE = StyleConfig()
 DEFAULT_RUN = "jaxopt-backtracking-h10"
 REFERENCE = "lua-ref"
-LARGE = 256  # from this size up, the default run set is DEFAULT_RUNS_LARGE
-DEFAULT_RUNS_LARGE = (REFERENCE, DEFAULT_RUN, "jaxopt-none-h100", "optax-lbfgs-h10", "adam-lr10")
+REFERENCE_STEPS = "lua-ref-steps"  # the same algorithm without an XLA loop around the iterations
+# Default run sets (see the module docstring): below LARGE px, and from LARGE px up.
+LARGE = 256
+DEFAULT_RUNS_SMALL = (
+    REFERENCE, REFERENCE_STEPS, "jaxopt-backtracking-h10", "jaxopt-zoom-h10",
+    "jaxopt-hager-zhang-h10", "jaxopt-none-h100", "optax-lbfgs-h10", "adam-lr10")
+DEFAULT_RUNS_LARGE = (REFERENCE_STEPS, DEFAULT_RUN)
 
 
 def run_specs() -> dict[str, dict[str, Any]]:
     """Every run by name, in table order: its kind and settings."""
-    specs: dict[str, dict[str, Any]] = {REFERENCE: {"kind": "lua", "lr": 1.0, "history": 100}}
+    specs: dict[str, dict[str, Any]] = {
+        REFERENCE: {"kind": "lua", "lr": 1.0, "history": 100, "loop": "scan"},
+        REFERENCE_STEPS: {"kind": "lua", "lr": 1.0, "history": 100, "loop": "steps"},
+    }
     for history in (10, 100):
         for search in ("backtracking", "zoom", "hager-zhang", "none"):
             specs[f"jaxopt-{search}-h{history}"] = {
@@ -124,13 +156,15 @@ def int_list(text: str) -> list[int]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int_list, default=[128, 256],
-                        help="longest image sides, comma separated (default 128,256)")
+    parser.add_argument("--sizes", type=int_list, default=[128],
+                        help="longest image sides, comma separated (default 128; 256 adds "
+                             "~25 minutes, see the module docstring)")
     parser.add_argument("--evals", type=int, default=300,
                         help="loss+gradient evaluations per run, the initial one included "
                              "(default 300)")
-    parser.add_argument("--runs", help="comma separated run names or shell patterns (default: "
-                        f"all below {LARGE} px, {','.join(DEFAULT_RUNS_LARGE)} from {LARGE} up)")
+    parser.add_argument("--runs", help="comma separated run names or shell patterns, or 'all' "
+                        "(default: DEFAULT_RUNS_SMALL below 256 px, DEFAULT_RUNS_LARGE from 256 px "
+                        "up; see --list-runs)")
     parser.add_argument("--list-runs", action="store_true", help="print the run names and exit")
     parser.add_argument("--weights", type=Path,
                         help="Keras VGG-19 HDF5 file (default: seeded random weights)")
@@ -151,7 +185,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def select_runs(pattern: str | None, size: int) -> list[str]:
     names = list(run_specs())
     if pattern is None:
-        return names if size < LARGE else [n for n in names if n in DEFAULT_RUNS_LARGE]
+        return [n for n in names if n in (DEFAULT_RUNS_SMALL if size < LARGE else DEFAULT_RUNS_LARGE)]
+    if pattern == "all":
+        return names
     wanted = [p.strip() for p in pattern.split(",") if p.strip()]
     chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in wanted)]
     unknown = [p for p in wanted if not any(fnmatch.fnmatchcase(n, p) for n in names)]
@@ -198,8 +234,8 @@ def lua_init(image, params, targets, weights, *, config: StyleConfig, history: i
                                                                  config)
     zeros = jnp.zeros((history, *image.shape), image.dtype)
     zero = jnp.zeros((), jnp.int32)
-    return LuaState(image, g, f, terms, zeros, zeros, jnp.zeros((history,), jnp.float32), zero,
-                    zero, jnp.ones((), jnp.float32), zero)
+    return LuaState(image, g, f, terms, zeros, zeros, jnp.zeros((history,), image.dtype), zero,
+                    zero, jnp.ones((), image.dtype), zero)
 
 
 def lua_direction(state: LuaState) -> jax.Array:
@@ -213,7 +249,7 @@ def lua_direction(state: LuaState) -> jax.Array:
         return q - a * state.y[j], alpha.at[j].set(a)
 
     q, alpha = jax.lax.fori_loop(0, state.k, backward,
-                                 (-state.g, jnp.zeros((m,), jnp.float32)))
+                                 (-state.g, jnp.zeros((m,), state.rho.dtype)))
 
     def forward(i, r):
         j = (state.head - state.k + i) % m
@@ -258,8 +294,19 @@ def lua_chunk(state: LuaState, params, targets, weights, lr, *, config: StyleCon
     return jax.lax.scan(body, state, None, length=steps)
 
 
+def lua_one(state: LuaState, params, targets, weights, lr, *, config: StyleConfig):
+    """One iteration as its own compiled call (the ``steps`` loop); returns (state, loss)."""
+    state = lua_step(state, params, targets, weights, lr, config)
+    return state, state.f
+
+
 def run_lua(params, content, style, evals: int, spec: dict) -> tuple[dict, np.ndarray]:
-    """The reference run; returns (record as for stylize runs, final unclipped image)."""
+    """A reference run; returns (record as for stylize runs, final unclipped image).
+
+    ``spec["loop"]``: ``"scan"`` runs each chunk of iterations as one compiled ``lax.scan``
+    (XLA while loop), like :func:`nst_jax.stylize`; ``"steps"`` calls one compiled iteration
+    per Python loop step (no XLA loop; state donated, losses fetched once per chunk).
+    """
     weights = loss_weights(BASE)
     lr = jnp.float32(spec["lr"])
     targets_fn = jax.jit(functools.partial(make_targets, config=BASE))
@@ -269,22 +316,37 @@ def run_lua(params, content, style, evals: int, spec: dict) -> tuple[dict, np.nd
     state = init_fn(content, params, targets, weights)
     iterations = evals - 1
     chunk = min(_chunk_size(content.shape[0] * content.shape[1], None), iterations)
-    lengths = {chunk, iterations % chunk} - {0}
-    compiled = {n: jax.jit(lua_chunk, static_argnames=("config", "steps"), donate_argnums=0)
-                .lower(state, params, targets, weights, lr, config=BASE, steps=n).compile()
-                for n in lengths}
+    args = (params, targets, weights, lr)
+    if spec["loop"] == "scan":
+        lengths = {chunk, iterations % chunk} - {0}
+        compiled = {n: jax.jit(lua_chunk, static_argnames=("config", "steps"), donate_argnums=0)
+                    .lower(state, *args, config=BASE, steps=n).compile() for n in lengths}
+
+        def run_chunk(state, n):
+            return compiled[n](state, *args)
+    else:
+        one = (jax.jit(lua_one, static_argnames="config", donate_argnums=0)
+               .lower(state, *args, config=BASE).compile())
+
+        def run_chunk(state, n):
+            losses = []
+            for _ in range(n):
+                state, f = one(state, *args)
+                losses.append(f)
+            return state, losses
     jax.block_until_ready(state)
     compile_seconds = time.perf_counter() - compile_start
     del state
 
     start = time.perf_counter()
     targets = targets_fn(params, content, style)
+    args = (params, targets, weights, lr)
     state = init_fn(content, params, targets, weights)
     losses, seconds = [float(state.f)], [0.0]
     done = 0
     while done < iterations:
         n = min(chunk, iterations - done)
-        state, f = compiled[n](state, params, targets, weights, lr)
+        state, f = run_chunk(state, n)
         f = np.asarray(jax.device_get(f), np.float64)
         elapsed = time.perf_counter() - start
         losses += f.tolist()
@@ -326,24 +388,48 @@ def run_stylize(params, content, style, evals: int, spec: dict) -> tuple[dict, n
 # One size.
 
 
-def bare_evaluation(params, content, style, repeats: int):
-    """(median seconds of a compiled loss+gradient call, all timings, compiled loss function)."""
+def bare_evaluation(params, content, style, in_loop: int = 3):
+    """Compiled loss+gradient and loss of the default objective at the content photo.
+
+    Returns ``(time_it, time_in_loop, loss_fn)``: ``time_it(repeats)`` gives the seconds of
+    ``repeats`` single compiled loss+gradient calls (``block_until_ready`` each);
+    ``time_in_loop(repeats)`` the seconds per evaluation of a compiled ``lax.scan`` doing
+    ``in_loop`` evaluations (a gradient step of 1e-9 between them) and nothing else, i.e. the
+    floor of any solver whose iterations run inside an XLA loop; ``loss_fn`` the jitted loss.
+    """
     targets = make_targets(params, content, style, BASE)
     weights = loss_weights(BASE)
-    grad_fn = jax.jit(jax.value_and_grad(
-        functools.partial(_objective, config=BASE), has_aux=True))
+    value_and_grad = jax.value_and_grad(functools.partial(_objective, config=BASE), has_aux=True)
+    grad_fn = jax.jit(value_and_grad)
+
+    def scan(x, params, targets, weights):
+        def body(x, _):
+            (f, _), g = value_and_grad(x, params, targets, weights)
+            return x - 1e-9 * g, f
+        return jax.lax.scan(body, x, None, length=in_loop)
+
+    scan_fn = jax.jit(scan)
     image = jnp.asarray(content)
-    jax.block_until_ready(grad_fn(image, params, targets, weights))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(grad_fn(image, params, targets, weights))
-        times.append(time.perf_counter() - start)
+
+    def timer(fn, per_call):
+        jax.block_until_ready(fn(image, params, targets, weights))
+
+        def time_it(repeats: int) -> list[float]:
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                jax.block_until_ready(fn(image, params, targets, weights))
+                times.append((time.perf_counter() - start) / per_call)
+            return times
+        return time_it
+
     loss_fn = jax.jit(lambda x: _objective(x, params, targets, weights, BASE)[0])
-    return statistics.median(times), times, loss_fn
+    return timer(grad_fn, 1), timer(scan_fn, in_loop), loss_fn
 
 
-def summarize(record: dict, evals: int, bare: float) -> dict:
+def summarize(record: dict, evals: int, bare: float, floor: float) -> dict:
+    """Numbers of one run; ``bare``: single-call evaluation seconds; ``floor``: the evaluation
+    seconds of the loop structure the run uses (in-loop for XLA loops, ``bare`` for steps)."""
     history = record["history"]
     within = history["evaluations"] <= evals
     loop = float(history["seconds"][-1])
@@ -351,11 +437,13 @@ def summarize(record: dict, evals: int, bare: float) -> dict:
     return {
         "iterations": record["iterations"],
         "evaluations": evaluations,
-        "evals_per_iteration": evaluations / iterations,
+        # The initial evaluation is not part of any iteration.
+        "evals_per_iteration": (evaluations - 1) / iterations,
         "loop_seconds": loop,
         "ms_per_evaluation": 1e3 * loop / evaluations,
         "overhead": loop / (evaluations * bare),
-        "solver_ms_per_iteration": 1e3 * (loop - evaluations * bare) / iterations,
+        "overhead_vs_floor": loop / (evaluations * floor),
+        "solver_ms_per_iteration": 1e3 * (loop - evaluations * floor) / iterations,
         "loss_at_budget": float(history["loss"][within][-1]),
         "evaluations_at_budget": int(history["evaluations"][within][-1]),
         "final_loss": float(history["loss"][-1]),
@@ -376,28 +464,41 @@ def run_size(params, size: int, args) -> dict:
     specs = run_specs()
     print(f"{size} px ({content.shape[0]}x{content.shape[1]}): bare evaluation ...",
           file=sys.stderr, flush=True)
-    bare, bare_times, loss_fn = bare_evaluation(params, content, style, args.repeats)
+    time_it, time_in_loop, loss_fn = bare_evaluation(params, content, style)
+    in_loop_times = time_in_loop(3)
+    in_loop = statistics.median(in_loop_times)
     runs = {}
     for name in names:
         spec = specs[name]
-        print(f"{size} px: {name} ...", file=sys.stderr, flush=True)
+        # Measured just before each run, so that a drifting machine load is caught per run.
+        bare_times = time_it(args.repeats)
+        bare = statistics.median(bare_times)
+        print(f"{size} px: {name} (bare evaluation {1e3 * bare:.1f} ms) ...", file=sys.stderr,
+              flush=True)
         runner = run_lua if spec["kind"] == "lua" else run_stylize
         record, image = runner(params, jnp.asarray(content), jnp.asarray(style), args.evals, spec)
-        summary = summarize(record, args.evals, bare)
+        floor = bare if spec.get("loop") == "steps" else in_loop
+        summary = summarize(record, args.evals, bare, floor)
+        summary["bare_eval_ms"] = 1e3 * bare
+        summary["bare_eval_ms_all"] = [1e3 * t for t in bare_times]
+        summary["floor_eval_ms"] = 1e3 * floor
         summary["clipped_final_loss"] = float(loss_fn(jnp.clip(jnp.asarray(image), 0.0, 255.0)))
         if "stored_pairs" in record:
             summary["stored_pairs"] = record["stored_pairs"]
         runs[name] = {"spec": spec, "summary": summary,
                       "curve": {k: v.tolist() for k, v in record["history"].items()}}
         print(f"{size} px: {name}: loss@E {summary['loss_at_budget']:.4g}, "
-              f"{summary['ms_per_evaluation']:.1f} ms/eval, overhead {summary['overhead']:.3f}",
+              f"{summary['ms_per_evaluation']:.1f} ms/eval, x bare {summary['overhead']:.3f}",
               file=sys.stderr, flush=True)
-    bare_after, bare_after_times, _ = bare_evaluation(params, content, style, args.repeats)
+    bare_after = statistics.median(time_it(args.repeats))
+    in_loop_after = statistics.median(time_in_loop(3))
 
+    # L*: the scanned reference's loss at the budget, else the stepped one's (same iterates).
+    reference = next((n for n in (REFERENCE, REFERENCE_STEPS) if n in runs), None)
     target = None
-    if REFERENCE in runs:
-        target = runs[REFERENCE]["summary"]["loss_at_budget"]
-        ref_curve = {k: np.asarray(v) for k, v in runs[REFERENCE]["curve"].items()}
+    if reference is not None:
+        target = runs[reference]["summary"]["loss_at_budget"]
+        ref_curve = {k: np.asarray(v) for k, v in runs[reference]["curve"].items()}
         ref_time = time_to(ref_curve, target, args.evals)
         for run in runs.values():
             curve = {k: np.asarray(v) for k, v in run["curve"].items()}
@@ -405,12 +506,15 @@ def run_size(params, size: int, args) -> dict:
             run["summary"]["time_to_target"] = reach
             run["summary"]["ratio_to_reference"] = (
                 None if reach is None or not ref_time else reach / ref_time)
-    default = runs.get(DEFAULT_RUN, {}).get("summary", {}).get("overhead")
+    default = runs.get(DEFAULT_RUN, {}).get("summary", {})
     return {"size": size, "height": int(content.shape[0]), "width": int(content.shape[1]),
-            "bare_eval_ms": 1e3 * bare, "bare_eval_ms_all": [1e3 * t for t in bare_times],
+            "bare_eval_ms": statistics.median(r["summary"]["bare_eval_ms"] for r in runs.values()),
             "bare_eval_ms_after": 1e3 * bare_after,
-            "bare_eval_ms_after_all": [1e3 * t for t in bare_after_times],
-            "target_loss": target, "default_loop_overhead": default, "runs": runs}
+            "in_loop_eval_ms": 1e3 * in_loop, "in_loop_eval_ms_all": [1e3 * t for t in in_loop_times],
+            "in_loop_eval_ms_after": 1e3 * in_loop_after,
+            "reference": reference, "target_loss": target,
+            "default_loop_overhead": default.get("overhead"),
+            "default_loop_overhead_vs_in_loop": default.get("overhead_vs_floor"), "runs": runs}
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,31 +535,35 @@ def fmt(value, spec: str) -> str:
 
 
 def report_size(result: dict, evals: int) -> str:
-    out = [f"{result['size']} px ({result['height']}x{result['width']}), budget {evals} "
-           f"evaluations; bare loss+gradient {result['bare_eval_ms']:.1f} ms "
-           f"(after the runs: {result['bare_eval_ms_after']:.1f} ms); "
-           f"L* = {fmt(result['target_loss'], '.5g')} ({REFERENCE} at {evals} evaluations)"]
+    out = [(f"{result['size']} px ({result['height']}x{result['width']}), budget {evals} "
+            f"evaluations; loss+gradient: bare single call {result['bare_eval_ms']:.1f} ms "
+            f"(median over the runs; after them {result['bare_eval_ms_after']:.1f}), inside a "
+            f"compiled lax.scan {result['in_loop_eval_ms']:.1f} ms (after the runs "
+            f"{result['in_loop_eval_ms_after']:.1f}); L* = {fmt(result['target_loss'], '.5g')} "
+            f"({result['reference'] or 'no reference run'} at {evals} evaluations)")]
     rows = []
     for name, run in result["runs"].items():
         s = run["summary"]
         rows.append([
             name, str(s["evaluations"]), str(s["iterations"]), f"{s['evals_per_iteration']:.2f}",
             f"{s['ms_per_evaluation']:.1f}", f"{s['overhead']:.3f}",
-            f"{s['solver_ms_per_iteration']:.1f}", fmt(s["loss_at_budget"], ".5g"),
-            fmt(s["final_loss"], ".5g"), fmt(s["clipped_final_loss"], ".5g"),
-            fmt(s.get("time_to_target"), ".2f"), fmt(s.get("ratio_to_reference"), ".2f")])
-    out.append(table(["run", "evals", "iters", "evals/it", "ms/eval", "overhead x",
+            f"{s['overhead_vs_floor']:.3f}", f"{s['solver_ms_per_iteration']:.1f}",
+            fmt(s["loss_at_budget"], ".5g"), fmt(s["final_loss"], ".5g"),
+            fmt(s["clipped_final_loss"], ".5g"), fmt(s.get("time_to_target"), ".2f"),
+            fmt(s.get("ratio_to_reference"), ".2f")])
+    out.append(table(["run", "evals", "iters", "evals/it", "ms/eval", "x bare", "x floor",
                       "solver ms/it", "loss@E", "final", "clipped", "t(L*) s", "vs ref"], rows))
     if result["default_loop_overhead"] is not None:
         value = result["default_loop_overhead"]
-        out.append(f"loop overhead of the default ({DEFAULT_RUN}): {value:.3f} "
-                   f"(target <= 1.05: {'met' if value <= 1.05 else 'NOT met'})")
+        out.append(f"loop overhead of the default ({DEFAULT_RUN}): {value:.3f} x the bare "
+                   f"evaluation (target <= 1.05: {'met' if value <= 1.05 else 'NOT met'}); "
+                   f"{result['default_loop_overhead_vs_in_loop']:.3f} x the in-loop evaluation")
     return "\n".join(out)
 
 
 # tab20-like palette; pairs (dark, light) for history 10 / 100 of the same line search.
 _PALETTE = {
-    REFERENCE: (0, 0, 0),
+    REFERENCE: (0, 0, 0), REFERENCE_STEPS: (0, 128, 128),
     "jaxopt-backtracking-h10": (31, 119, 180), "jaxopt-backtracking-h100": (120, 170, 220),
     "jaxopt-zoom-h10": (255, 127, 14), "jaxopt-zoom-h100": (255, 187, 120),
     "jaxopt-hager-zhang-h10": (44, 160, 44), "jaxopt-hager-zhang-h100": (140, 215, 130),
@@ -586,12 +694,19 @@ def environment(args) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.list_runs:
-        print("\n".join(run_specs()))
+        for name in run_specs():
+            where = [label for label, names in (("small", DEFAULT_RUNS_SMALL),
+                                                (f">={LARGE} px", DEFAULT_RUNS_LARGE))
+                     if name in names]
+            print(f"{name:26s} default at: {', '.join(where) or '-'}")
         return
     for size in args.sizes:
         select_runs(args.runs, size)  # fail on a bad --runs before any work
-    params = (random_vgg19_params(jax.random.key(0)) if args.weights is None
-              else load_vgg19_params(args.weights))
+    try:
+        params = (random_vgg19_params(jax.random.key(0)) if args.weights is None
+                  else load_vgg19_params(args.weights))
+    except NstError as err:
+        raise SystemExit(f"error: {err}") from None
     started = time.perf_counter()
     env = environment(args)
     results = [run_size(params, size, args) for size in args.sizes]
