@@ -60,16 +60,23 @@ def _lane_targets(content_features, style_grams, style_index):
     return Targets(content_features, tuple(grams[style_index] for grams in style_grams))
 
 
-def _batched_init(images, weights, style_index, params, content_features, style_grams, config):
+def _on_lanes(state, lanes):
+    # Pin every per-lane array to the batch sharding, so each chunk's output state has exactly
+    # the sharding the compiled chunk expects as input.
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, lanes), state)
+
+
+def _batched_init(images, weights, style_index, params, content_features, style_grams, config,
+                  lanes):
     def one(image, lane_weights, index):
         targets = _lane_targets(content_features, style_grams, index)
         return init_state(image, params, targets, lane_weights, config)
 
-    return jax.vmap(one)(images, weights, style_index)
+    return _on_lanes(jax.vmap(one)(images, weights, style_index), lanes)
 
 
 def _batched_run(state, weights, style_index, params, content_features, style_grams, limits,
-                 config, steps):
+                 config, steps, lanes):
     """Up to ``steps`` lock-step iterations of every lane; leaves early once no lane is running.
 
     A ``lax.while_loop`` outside the vmap (rather than a vmapped scan) so that the batch stops
@@ -85,6 +92,12 @@ def _batched_run(state, weights, style_index, params, content_features, style_gr
             lambda s: s, lane_state)
         return lane_state, active
 
+    def lane_step_unconditional(lane_state, lane_weights, index):
+        targets = _lane_targets(content_features, style_grams, index)
+        active = lane_state.status == RUNNING
+        new = _step(lane_state, params, targets, lane_weights, limits, config)
+        return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, lane_state), active
+
     batch = state.loss.shape[0]
     records = {"loss": jnp.zeros((steps, batch), jnp.float32),
                "terms": jnp.zeros((steps, batch, len(TERMS)), jnp.float32),
@@ -92,20 +105,27 @@ def _batched_run(state, weights, style_index, params, content_features, style_gr
                "active": jnp.zeros((steps, batch), bool)}
 
     def running(carry):
-        step, lanes, _ = carry
-        return (step < steps) & jnp.any(lanes.status == RUNNING)
+        step, batch_state, _ = carry
+        return (step < steps) & jnp.any(batch_state.status == RUNNING)
 
     def body(carry):
-        step, lanes, records = carry
-        lanes, active = jax.vmap(lane_step)(lanes, weights, style_index)
-        row = {"loss": lanes.loss, "terms": lanes.terms, "evaluations": lanes.evaluations,
+        step, batch_state, records = carry
+        batch_state, active = jax.vmap(lane_step)(batch_state, weights, style_index)
+        row = {"loss": batch_state.loss, "terms": batch_state.terms,
+               "evaluations": batch_state.evaluations,
                "active": active}
         records = {name: records[name].at[step].set(row[name].astype(records[name].dtype))
                    for name in records}
-        return step + 1, lanes, records
+        return step + 1, batch_state, records
 
+    if steps == 1:
+        # No loop around the step: see run_steps (XLA:CPU convolutions in loops are slower).
+        state, active = jax.vmap(lane_step_unconditional)(state, weights, style_index)
+        return _on_lanes(state, lanes), {
+            "loss": state.loss[None], "terms": state.terms[None],
+            "evaluations": state.evaluations[None], "active": active[None]}
     _, state, records = jax.lax.while_loop(running, body, (jnp.int32(0), state, records))
-    return state, records
+    return _on_lanes(state, lanes), records
 
 
 def _broadcast(value, batch: int, tail: tuple[int, ...], what: str) -> jax.Array:
@@ -213,11 +233,12 @@ def stylize_batch(
         (jnp.int32(iterations), jnp.float32(tol), jnp.int32(max(patience, 1))), replicated)
 
     init_fn, init_seconds = compile_cached(
-        _batched_init, (images, weights, index, *shared), config=config)
+        _batched_init, (images, weights, index, *shared), config=config, lanes=lanes)
     state = init_fn(images, weights, index, *shared)
     steps = _chunk_size(content.shape[0] * content.shape[1] * padded // len(devices), None)
     run_fn, run_seconds = compile_cached(
-        _batched_run, (state, weights, index, *shared, limits), config=config, steps=steps)
+        _batched_run, (state, weights, index, *shared, limits), config=config, steps=steps,
+        lanes=lanes)
     state, history, status = drive(
         run_fn, state, (weights, index, *shared, limits), iterations=iterations, start=start,
         compile_seconds=init_seconds + run_seconds, callback=callback)

@@ -4,7 +4,7 @@ Commands (from the repository root)::
 
     PYTHONPATH=. python scripts/bench.py                       # default (see runtimes below)
     PYTHONPATH=. python scripts/bench.py --json bench.json     # also write every number as JSON
-    # quick check of every section (~10 min on the shared 2-core machine under load, less quiet):
+    # quick check of every section (~5 min on the shared 2-core machine at load 5):
     PYTHONPATH=. python scripts/bench.py --sizes 64 --repeats 2 --variant-size 64 \
         --memory-sizes 64,128 --memory-plan-sizes 256 --no-e2e \
         --sweep-size 64 --sweep-batch 2 --sweep-iterations 2
@@ -19,10 +19,11 @@ Roughly: roofline and sizes 256, 512 ~1 min (a 512-px loss+gradient evaluation t
 a 256-px one ~1.1 s); variants at 512 ~2 min; memory ~5-6 min (16 fresh processes of 10-40 s:
 startup, compile, one evaluation; 1024 px is the slowest); end to end ~4 min (100 L-BFGS-B
 iterations at 256 px, ~2 s each, about half of it in the solver's own update); sweep ~20 min:
-8 sequential 20-iteration runs ~9 min, then the batched call, which on this CPU does not
-finish: it is killed at ``--sweep-timeout`` (600 s; a single vmapped iteration at 256 px, B=8,
-ran over 15 minutes in a trial at load 5, so the default reports an upper bound on its
-speed-up).
+8 sequential 20-iteration runs ~9 min, then the batched call, which on this CPU is not
+expected to finish: it is killed at ``--sweep-timeout`` (600 s) and the speed-up reported is an
+upper bound. Trials at load 4-5: at 128 px, B=8, 4 iterations, the batch took 201 s against 81 s
+for the 8 sequential runs (0.40x) while its vmapped objective alone took 0.76x the time of 8
+single evaluations; at 256 px, B=8, one batched iteration had not finished after 15 minutes.
 
 What it measures, for the chelsea example photo (content) and starry_night (style), each
 resized so its longest side is the size (so "512" is 341x512, HxW):
@@ -76,9 +77,12 @@ resized so its longest side is the size (so "512" is 341x512, HxW):
    weights, run in a subprocess (warm-up call with iterations=0, then the timed call) that is
    killed after ``--sweep-timeout`` seconds, compile included. Runs per minute for both, the
    speed-up (target >= 1.2x; said plainly when batched is slower; an upper bound when the
-   batched call was killed), the iterations per compiled call of each (under vmap a lane
-   computes every step of its last call), the largest relative difference of the final losses,
-   and the objective alone: one vmapped loss+gradient of the B images against B single ones.
+   batched call was killed), the iterations per compiled call of each, the largest relative
+   difference of the final losses, and the objective alone: one vmapped loss+gradient of the
+   B images against B single ones (below 1x: the objective gains from batching, so a slow
+   batch is the solver's doing; a likely cause, not profiled: jaxopt's L-BFGS-B Cauchy-point
+   search is a ``while_loop`` over breakpoints that under vmap runs as long as the slowest lane
+   and rewrites a per-pixel mask of every lane at each of its steps).
 
 Output: the tables on stdout, with the load average at the start and at the end (other
 processes may share the CPUs); with ``--json PATH`` every number plus jax version, backend,
@@ -583,8 +587,7 @@ def sweep(params, size: int, batch: int, iterations: int, params_file: Path,
     print(f"sweep: stylize_batch at {size} px (subprocess, timeout {timeout:.0f} s) ...",
           file=sys.stderr, flush=True)
     batched = run_batched(size, batch, iterations, params_file, timeout)
-    # Iterations per compiled call (the library's choice); under vmap a lane whose run has
-    # ended still computes every step of the last call (lax.cond becomes a select).
+    # Iterations per compiled call at most (the library's choice, from the pixels per device).
     pixels = content.shape[0] * content.shape[1]
     lanes = -(-batch // jax.local_device_count())
     batched_chunk, sequential_chunk = _chunk_size(pixels * lanes, None), _chunk_size(pixels, None)
@@ -594,7 +597,6 @@ def sweep(params, size: int, batch: int, iterations: int, params_file: Path,
         "sequential": sequential, "batched": batched, "objective": objective,
         "sequential_runs_per_minute": batch / sequential["seconds"] * 60,
         "batched_chunk": batched_chunk, "sequential_chunk": sequential_chunk,
-        "batched_steps_computed": -(-iterations // batched_chunk) * batched_chunk,
         "batched_finished": bool(batched.get("done")),
         "batched_runs_per_minute": None, "speedup": None, "final_loss_max_rel_diff": None,
     }
@@ -761,9 +763,8 @@ def sweep_report(sw: dict) -> list[str]:
          [f"stylize x {sw['batch']} (sequential)", f"{seq['compile_s']:.1f}",
           f"{seq['seconds']:.2f}", f"{sw['sequential_runs_per_minute']:.2f}",
           str(sum(seq["evaluations"]))]]))
-    out.append(f"iterations per compiled call: batched {sw['batched_chunk']}, sequential "
-               f"{sw['sequential_chunk']}; the batch computes {sw['batched_steps_computed']} "
-               f"steps per lane for {sw['iterations']} iterations")
+    out.append(f"iterations per compiled call (at most): batched {sw['batched_chunk']}, "
+               f"sequential {sw['sequential_chunk']}")
     out.append(f"objective alone: one vmapped loss+gradient of {sw['batch']} images "
                f"{obj['batched_ms']:.0f} ms vs {sw['batch']} single evaluations "
                f"{obj['singles_ms']:.0f} ms ({obj['ratio']:.2f}x the time; below 1: the "
@@ -784,7 +785,7 @@ def sweep_report(sw: dict) -> list[str]:
                       "(relative)" if sw["final_loss_max_rel_diff"] is not None else ""))
         if sw["speedup"] < 1:
             out.append(f"batched is SLOWER than sequential on this machine: "
-                       f"{'over ' if bound else ''}{1 / sw['speedup']:.1f}x the time for the "
+                       f"{'over ' if bound else ''}{1 / sw['speedup']:.2f}x the time for the "
                        "same runs")
     return out
 

@@ -28,7 +28,7 @@ def run_cli(*args, cwd, timeout=600, offline=False):
     )
     return subprocess.run(
         [sys.executable, "-m", "nst_jax.cli", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )
 
 
@@ -154,7 +154,7 @@ def test_weights_download_bad_mirror_leaves_nothing(tmp_path):
     import threading
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Length", "1000")
             self.end_headers()
