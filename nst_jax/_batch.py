@@ -24,12 +24,12 @@ from ._optimize import (
     StyleConfig,
     Targets,
     _chunk_size,
-    _step,
     compile_cached,
     drive,
     init_state,
     initial_image,
     make_targets,
+    run_steps,
     status_name,
 )
 
@@ -79,24 +79,26 @@ def _batched_run(state, weights, style_index, params, content_features, style_gr
                  config, steps, lanes):
     """Up to ``steps`` lock-step iterations of every lane; leaves early once no lane is running.
 
-    A ``lax.while_loop`` outside the vmap (rather than a vmapped scan) so that the batch stops
-    paying for iterations as soon as its last lane has stopped. Records are (steps, B, ...);
-    rows never reached are marked inactive.
+    Each iteration is :func:`run_steps` with ``steps=1`` vmapped over the lanes (no control flow
+    around the VGG convolutions; a select keeps finished lanes unchanged, which is what a
+    vmapped ``lax.cond`` would compute anyway). For ``steps > 1`` a ``lax.while_loop`` outside
+    the vmap repeats it, so the batch stops paying as soon as its last lane has stopped.
+    Records are (steps, B, ...); rows never reached are marked inactive.
     """
 
-    def lane_step(lane_state, lane_weights, index):
-        targets = _lane_targets(content_features, style_grams, index)
-        active = lane_state.status == RUNNING
-        lane_state = jax.lax.cond(
-            active, lambda s: _step(s, params, targets, lane_weights, limits, config),
-            lambda s: s, lane_state)
-        return lane_state, active
+    def one_iteration(batch_state):
+        def lane(lane_state, lane_weights, index):
+            targets = _lane_targets(content_features, style_grams, index)
+            lane_state, records = run_steps(lane_state, params, targets, lane_weights, limits,
+                                            config, 1)
+            return lane_state, jax.tree.map(lambda r: r[0], records)
 
-    def lane_step_unconditional(lane_state, lane_weights, index):
-        targets = _lane_targets(content_features, style_grams, index)
-        active = lane_state.status == RUNNING
-        new = _step(lane_state, params, targets, lane_weights, limits, config)
-        return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, lane_state), active
+        batch_state, row = jax.vmap(lane)(batch_state, weights, style_index)
+        return _on_lanes(batch_state, lanes), row
+
+    if steps == 1:
+        state, row = one_iteration(state)
+        return state, jax.tree.map(lambda r: r[None], row)
 
     batch = state.loss.shape[0]
     records = {"loss": jnp.zeros((steps, batch), jnp.float32),
@@ -110,22 +112,13 @@ def _batched_run(state, weights, style_index, params, content_features, style_gr
 
     def body(carry):
         step, batch_state, records = carry
-        batch_state, active = jax.vmap(lane_step)(batch_state, weights, style_index)
-        row = {"loss": batch_state.loss, "terms": batch_state.terms,
-               "evaluations": batch_state.evaluations,
-               "active": active}
+        batch_state, row = one_iteration(batch_state)
         records = {name: records[name].at[step].set(row[name].astype(records[name].dtype))
                    for name in records}
         return step + 1, batch_state, records
 
-    if steps == 1:
-        # No loop around the step: see run_steps (XLA:CPU convolutions in loops are slower).
-        state, active = jax.vmap(lane_step_unconditional)(state, weights, style_index)
-        return _on_lanes(state, lanes), {
-            "loss": state.loss[None], "terms": state.terms[None],
-            "evaluations": state.evaluations[None], "active": active[None]}
     _, state, records = jax.lax.while_loop(running, body, (jnp.int32(0), state, records))
-    return _on_lanes(state, lanes), records
+    return state, records
 
 
 def _broadcast(value, batch: int, tail: tuple[int, ...], what: str) -> jax.Array:

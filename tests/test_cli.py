@@ -94,11 +94,9 @@ def test_existing_output_is_kept(stylized):
 
 
 def _bad_cases(tmp: Path):
+    """Case name -> (arguments, text the error line must contain); files live in ``tmp``."""
     good_c, good_s = DATA / "chelsea.png", DATA / "starry_night.png"
-    corrupt = tmp / "corrupt.jpg"
-    corrupt.write_bytes((DATA / "chelsea.png").read_bytes()[:200])
-    text = tmp / "notes.png"
-    text.write_text("not an image")
+    corrupt, text = tmp / "corrupt.jpg", tmp / "notes.png"
     return {
         "missing content": (["stylize", tmp / "nope.jpg", good_s, "-o", "o.png"], "nope.jpg"),
         "corrupt content": (["stylize", corrupt, good_s, "-o", "o.png"], "corrupt.jpg"),
@@ -120,8 +118,10 @@ def _bad_cases(tmp: Path):
     }
 
 
-@pytest.mark.parametrize("case", sorted(_bad_cases(Path("."))))
+@pytest.mark.parametrize("case", sorted(_bad_cases(Path("unused"))))
 def test_bad_input_one_clear_line(case, tmp_path):
+    (tmp_path / "corrupt.jpg").write_bytes((DATA / "chelsea.png").read_bytes()[:200])
+    (tmp_path / "notes.png").write_text("not an image")
     args, needle = _bad_cases(tmp_path)[case]
     proc = run_cli(*args, cwd=tmp_path)
     assert_clean_failure(proc, needle)
