@@ -209,7 +209,8 @@ def stylize_batch(
     style_grams = tuple(jnp.stack([t.style_grams[i] for t in per_style])
                         for i in range(n_style))
     images = jnp.stack([
-        initial_image(init, content, styles[i], key=jax.random.key(int(seed)))
+        initial_image(init, content, styles[i], key=jax.random.key(int(seed)),
+                      preprocessing=config.preprocessing)
         for i, seed in zip(index, seeds)
     ])
 

@@ -7,9 +7,11 @@ save never leaves a partial file and never replaces an existing one half-way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,40 +28,55 @@ MAX_PIXELS = 178_956_970
 _EXIF_DESCRIPTION = 0x010E
 
 
-def load_image(path: str | os.PathLike, *, max_side: int | None = None) -> np.ndarray:
+def load_image(
+    path: str | os.PathLike, *, max_side: int | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """Read an image file as RGB float32 0-255, (H, W, 3).
 
     EXIF orientation is applied; grayscale, palette and CMYK images are converted to RGB;
     transparency is composited on white; animated files give their first frame; 16-bit images
-    are scaled to 8-bit range.
+    are scaled to 8-bit range. Pillow's warnings about damaged metadata are silenced: the pixels
+    either decode, or the file is refused.
 
     Args:
         path: image file.
         max_side: if given, resize (Lanczos) so that the longer side equals it.
+        max_pixels: refuse files that declare more pixels than this, before decoding them
+            (the decompression-bomb guard); None means ``MAX_PIXELS``.
 
     Raises:
-        ImageError: missing, unreadable, not an image, or larger than ``MAX_PIXELS``.
+        ImageError: missing, unreadable, not an image, or larger than ``max_pixels``.
     """
     path = Path(path)
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, expected an image file")
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
     try:
-        with warnings.catch_warnings():
-            # Our own MAX_PIXELS check below replaces Pillow's warning threshold.
+        with warnings.catch_warnings(), _pillow_pixel_limit(limit):
+            # Our own check below replaces Pillow's warning threshold, and a damaged tag that
+            # Pillow skips with a UserWarning must not crash a caller running with -W error.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
+                if img.width * img.height > limit:
                     raise ImageError(
-                        f"{path}: {img.width}x{img.height} pixels is more than the "
-                        f"{MAX_PIXELS:,}-pixel limit"
+                        f"{path}: declares {img.width}x{img.height} pixels, more than the "
+                        f"{limit:,}-pixel limit (a guard against decompression bombs); pass "
+                        "--max-pixels N to raise the limit"
                     )
                 img.seek(0)
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb(img)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"{path}: refused as a possible decompression bomb ({err})") from None
+    except Image.DecompressionBombError as err:
+        # Pillow's own guard, at twice our limit, fires inside open() before the size is known.
+        raise ImageError(
+            f"{path}: declares more than twice the {limit:,}-pixel limit (a guard against "
+            f"decompression bombs; {err}); pass --max-pixels N to raise the limit"
+        ) from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as err:
         # Pillow signals truncated / corrupt / unknown files with any of these.
         raise ImageError(f"{path}: not a readable image ({err})") from None
@@ -68,6 +85,27 @@ def load_image(path: str | os.PathLike, *, max_side: int | None = None) -> np.nd
     if max_side is not None:
         rgb = resize_longest(rgb, max_side)
     return np.asarray(rgb, dtype=np.float32)
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_pixel_limit(limit: int):
+    """Set Pillow's global ``Image.MAX_IMAGE_PIXELS`` to ``limit`` for one load.
+
+    Pillow stops on its own at twice that value, inside ``open()`` and for some formats (WebP)
+    before the canvas is allocated. Tied to our limit, that early stop stays (at twice it), our
+    own check, which names the dimensions, decides everything below, and ``max_pixels`` can
+    raise both. A lock, because the setting is process-global.
+    """
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -39,30 +39,51 @@ def gram_matrix(f: jax.Array) -> jax.Array:
     ).astype(jnp.float32)
 
 
-def content_loss(x: jax.Array, p: jax.Array) -> jax.Array:
-    """``L_c = 1/2 * sum_ij (X_ij - P_ij)^2`` (Gatys Eq. 1).
+NORMS = ("gatys", "mean")
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def content_loss(x: jax.Array, p: jax.Array, *, norm: str = "gatys") -> jax.Array:
+    """``L_c = 1/2 * sum_ij (X_ij - P_ij)^2`` (Gatys Eq. 1; ``norm="gatys"``), or the mean
+    squared difference ``1/(H W C) * sum (X - P)^2`` (``norm="mean"``: neural-style's
+    ``nn.MSECriterion``, the PyTorch tutorial's ``F.mse_loss``).
 
     Args:
         x: (H, W, C) features of the generated image.
         p: (H, W, C) features of the content photo.
     """
+    _check_norm(norm)
     x = _as_maps(x, "content_loss").astype(jnp.float32)
     p = _as_maps(p, "content_loss").astype(jnp.float32)
     if x.shape != p.shape:
         raise ValueError(f"content_loss: shapes differ, {x.shape} vs {p.shape}")
+    if norm == "mean":
+        return jnp.mean(jnp.square(x - p))
     return 0.5 * jnp.sum(jnp.square(x - p))
 
 
-def style_layer_loss(x: jax.Array, a_gram: jax.Array) -> jax.Array:
+def style_layer_loss(
+    x: jax.Array, a_gram: jax.Array, *, a_positions: int | None = None, norm: str = "gatys"
+) -> jax.Array:
     """``E_l = 1 / (4 N^2 M^2) * sum_ij (G_ij - A_ij)^2`` (Gatys Eq. 4).
 
     N is the number of channels and M = H * W the number of positions of the layer. (A
     paraphrase of the paper calls M the "side length" and writes ``G - A`` without its sign; we
-    follow Gatys et al.: M = H * W and the difference G - A.)
+    follow Gatys et al.: M = H * W and the difference G - A.) When the style image has another
+    size (``a_positions`` = M' != M) each Gram is divided by its own number of positions:
+    ``E_l = 1/(4 N^2) * sum (G/M - A/M')^2``, which is Eq. 4 when M' = M and what Gatys'
+    and the reference implementations do. ``norm="mean"`` is their mean squared error of
+    Grams divided by the number of feature elements (neural-style, the PyTorch tutorial):
+    ``E_l = 1/N^2 * sum (G/(N M) - A/(N M'))^2``.
 
     Args:
         x: (H, W, N) features of the generated image.
-        a_gram: (N, N) Gram matrix of the style image at this layer (its own M may differ).
+        a_gram: (N, N) Gram matrix of the style image at this layer.
+        a_positions: M' of the style image at this layer (default M: same size).
     """
     x = _as_maps(x, "style_layer_loss")
     a_gram = jnp.asarray(a_gram)
@@ -70,9 +91,71 @@ def style_layer_loss(x: jax.Array, a_gram: jax.Array) -> jax.Array:
     m = x.shape[0] * x.shape[1]
     if a_gram.shape != (n, n):
         raise ValueError(f"style_layer_loss: Gram shape {a_gram.shape} does not match {n} channels")
-    diff = gram_matrix(x) - a_gram.astype(jnp.float32)
-    # Normalize before squaring: (G - A) / (N M) keeps float32 far from overflow at large M.
-    return 0.25 * jnp.sum(jnp.square(diff / (n * m)))
+    _check_norm(norm)
+    a_gram = a_gram.astype(jnp.float32)
+    if a_positions is not None and a_positions != m:
+        a_gram = a_gram * (m / a_positions)
+    # Divide before squaring: (G - A) / (N M) keeps float32 far from overflow at large M.
+    scaled = jnp.sum(jnp.square((gram_matrix(x) - a_gram) / (n * m)))
+    return 0.25 * scaled if norm == "gatys" else scaled / (n * n)
+
+
+def normalized_style_error(x: jax.Array, a_hat: jax.Array, *, norm: str = "gatys") -> jax.Array:
+    """Style error against a per-position target Gram ``A_hat = A / M'`` (see
+    :func:`style_layer_loss`): ``c * sum_ij (G_ij / M - A_hat_ij)^2`` with c = 1/(4 N^2)
+    ("gatys") or 1/N^4 ("mean").
+
+    Args:
+        x: (H, W, N) features.
+        a_hat: (N, N) target Gram divided by the style image's number of positions.
+    """
+    _check_norm(norm)
+    n = x.shape[-1]
+    diff = gram_matrix(x) / (x.shape[0] * x.shape[1]) - a_hat
+    # Divide before squaring: (G/M - A/M') / N keeps float32 far from overflow.
+    scaled = jnp.sum(jnp.square(diff / n))
+    return 0.25 * scaled if norm == "gatys" else scaled / (n * n)
+
+
+def guided_gram(f: jax.Array, masks: jax.Array) -> jax.Array:
+    """Guided Gram matrices (Gatys et al. 2017, "Controlling Perceptual Factors", Sec. 4):
+    ``G^r = (F o T_r)^T (F o T_r) / sum_k T_rk^2`` -- the Gram of the features weighted by
+    region r's guidance channel, per weighted position.
+
+    Args:
+        f: (H, W, N) features.
+        masks: (R, H, W) guidance values in [0, 1] at this layer's resolution.
+
+    Returns:
+        (R, N, N) float32.
+    """
+    f = _as_maps(f, "guided_gram").astype(jnp.float32)
+    masks = jnp.asarray(masks, jnp.float32)
+    weighted = f[None] * masks[..., None]
+    flat = weighted.reshape(masks.shape[0], -1, f.shape[-1])
+    grams = jnp.einsum("rki,rkj->rij", flat, flat, precision=_HIGHEST)
+    area = jnp.sum(jnp.square(masks), axis=(1, 2))
+    return grams / jnp.maximum(area, 1e-6)[:, None, None]
+
+
+def guided_style_error(x: jax.Array, a_hats: jax.Array, masks: jax.Array, *,
+                       norm: str = "gatys") -> jax.Array:
+    """Style error of R guided regions: ``sum_r (|T_r| / M) * c * sum_ij (G^r_ij - A_hat^r_ij)^2``.
+
+    Each region's error (c as in :func:`normalized_style_error`) is weighted by its share of
+    the image, ``|T_r| / M`` = mean of its mask, so that a single all-ones mask gives exactly the
+    unguided error and regions count in proportion to their area.
+
+    Args:
+        x: (H, W, N) features; a_hats: (R, N, N) per-position target Grams (one per region);
+        masks: (R, H, W) guidance at this layer's resolution.
+    """
+    _check_norm(norm)
+    n = x.shape[-1]
+    diff = (guided_gram(x, masks) - a_hats) / n
+    per_region = jnp.sum(jnp.square(diff), axis=(1, 2))
+    per_region = 0.25 * per_region if norm == "gatys" else per_region / (n * n)
+    return jnp.sum(jnp.mean(jnp.asarray(masks, jnp.float32), axis=(1, 2)) * per_region)
 
 
 def style_loss(
@@ -103,12 +186,21 @@ def style_loss(
     )
 
 
-def total_variation(img: jax.Array) -> jax.Array:
-    """Squared total variation of one (H, W, C) image:
-    ``TV = sum_ijc (x_{i+1,j,c} - x_{ijc})^2 + (x_{i,j+1,c} - x_{ijc})^2``.
+def total_variation(img: jax.Array, *, form: str = "squared") -> jax.Array:
+    """Total variation of one (H, W, C) image.
 
-    The squared ("beta = 2") form of Mahendran & Vedaldi (2015): smooth, so L-BFGS sees a
-    well-defined gradient everywhere. Units are squared pixel values (RGB 0-255).
+    ``form="squared"`` (default), the smooth ("beta = 2") form of Mahendran & Vedaldi (2015):
+    ``TV = sum_ijc (x_{i+1,j,c} - x_{ijc})^2 + (x_{i,j+1,c} - x_{ijc})^2``.
+    ``form="neural-style"``: the function whose gradient jcjohnson/neural-style's ``TVLoss``
+    applies, ``1/2 * sum_{i<H-1, j<W-1, c} (x_{i,j+1,c} - x_{ijc})^2 + (x_{i+1,j,c} - x_{ijc})^2``
+    (only positions with both a right and a lower neighbour). Units are squared pixel values
+    (RGB 0-255).
     """
     img = _as_maps(img, "total_variation").astype(jnp.float32)
+    if form == "neural-style":
+        x_diff = img[:-1, :-1] - img[:-1, 1:]
+        y_diff = img[:-1, :-1] - img[1:, :-1]
+        return 0.5 * (jnp.sum(jnp.square(x_diff)) + jnp.sum(jnp.square(y_diff)))
+    if form != "squared":
+        raise ValueError(f"form must be 'squared' or 'neural-style', got {form!r}")
     return jnp.sum(jnp.square(img[1:] - img[:-1])) + jnp.sum(jnp.square(img[:, 1:] - img[:, :-1]))

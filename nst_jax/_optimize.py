@@ -20,8 +20,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._losses import content_loss, gram_matrix, style_loss, total_variation
-from ._vgg import LAYERS, canonical_layer, extract_features, preprocess
+from ._losses import (
+    NORMS,
+    content_loss,
+    gram_matrix,
+    guided_style_error,
+    normalized_style_error,
+    total_variation,
+)
+from ._vgg import (
+    CAFFE,
+    LAYERS,
+    Preprocessing,
+    canonical_layer,
+    deprocess,
+    extract_features,
+    preprocess,
+)
 
 with warnings.catch_warnings():
     # jaxopt announces on import that it is unmaintained; it is still the design's solver.
@@ -32,7 +47,7 @@ DEFAULT_CONTENT_LAYERS = ("conv4_2",)
 DEFAULT_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 OPTIMIZERS = ("jaxopt-lbfgs", "optax-lbfgs", "adam")
 LINESEARCHES = ("backtracking", "zoom", "hager-zhang", "none")
-INITS = ("content", "noise", "style")
+INITS = ("content", "noise", "style", "gaussian")
 TERMS = ("content", "style", "tv")
 
 # Run status codes (OptState.status).
@@ -70,6 +85,16 @@ class StyleConfig:
       losses still accumulate in float32) to halve activation memory.
     * ``remat=False``; True recomputes each VGG block in the backward pass (``jax.checkpoint``)
       instead of storing its activations.
+    * ``layer_output="relu"``: layers are the ReLU outputs (Caffe's ``reluB_I``, Gatys);
+      ``"conv"`` taps the convolutions before the ReLU (the PyTorch tutorial).
+    * ``content_norm="gatys"``, ``style_norm="gatys"``: Gatys Eqs. 1 and 4; ``"mean"`` are the
+      mean-squared-error conventions of neural-style and the PyTorch tutorial (see
+      :func:`~nst_jax.content_loss`, :func:`~nst_jax.style_layer_loss`).
+    * ``tv_form="squared"``; ``"neural-style"`` is that implementation's TV (see
+      :func:`~nst_jax.total_variation`).
+    * ``preprocessing``: the input convention of the weights (:data:`~nst_jax.CAFFE` for the
+      Keras file; files converted by ``nst-jax weights convert`` record theirs, and the CLI
+      takes it from the file).
     """
 
     content_layers: tuple[str, ...] = DEFAULT_CONTENT_LAYERS
@@ -81,6 +106,11 @@ class StyleConfig:
     learning_rate: float = 10.0
     dtype: str = "float32"
     remat: bool = False
+    layer_output: str = "relu"
+    content_norm: str = "gatys"
+    style_norm: str = "gatys"
+    tv_form: str = "squared"
+    preprocessing: Preprocessing = CAFFE
 
     def __post_init__(self):
         if not self.style_layers:
@@ -99,11 +129,22 @@ class StyleConfig:
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.layer_output not in ("relu", "conv"):
+            raise ValueError(f"layer_output must be 'relu' or 'conv', got {self.layer_output!r}")
+        for name in ("content_norm", "style_norm"):
+            if getattr(self, name) not in NORMS:
+                raise ValueError(f"{name} must be one of {NORMS}, got {getattr(self, name)!r}")
+        if self.tv_form not in ("squared", "neural-style"):
+            raise ValueError(f"tv_form must be 'squared' or 'neural-style', got {self.tv_form!r}")
+        if not isinstance(self.preprocessing, Preprocessing):
+            raise TypeError("preprocessing must be a nst_jax.Preprocessing")
 
     def features(self, params, image, layers):
-        """VGG features of one RGB 0-255 image with this config's pooling, dtype and remat."""
-        return extract_features(params, preprocess(image), layers, pooling=self.pooling,
-                                dtype=jnp.dtype(self.dtype), remat=self.remat)
+        """VGG features of one RGB 0-255 image with this config's preprocessing, pooling,
+        layer outputs, dtype and remat."""
+        return extract_features(params, preprocess(image, self.preprocessing), layers,
+                                pooling=self.pooling, dtype=jnp.dtype(self.dtype),
+                                remat=self.remat, outputs=self.layer_output)
 
     @property
     def feature_layers(self) -> tuple[str, ...]:
@@ -166,22 +207,84 @@ class Targets(NamedTuple):
 
     Attributes:
         content_features: per content layer, (H_l, W_l, C_l) features of the content photo.
-        style_grams: per style layer, (N_l, N_l) Gram matrix of the style image.
+        style_grams: per style layer, the target Gram per position ``A_hat = A / M'`` (M' the
+            style image's positions at that layer; see :func:`~nst_jax.style_layer_loss`):
+            (N_l, N_l), or (R, N_l, N_l) with one target per region when ``style_masks`` is set.
+        style_masks: None, or per style layer (R, H_l, W_l) region guidance at that layer's
+            resolution (Gatys et al. 2017 guided Grams).
     """
 
     content_features: tuple[jax.Array, ...]
     style_grams: tuple[jax.Array, ...]
+    style_masks: tuple[jax.Array, ...] | None = None
 
 
-def make_targets(params, content: jax.Array, style: jax.Array, config: StyleConfig) -> Targets:
-    """Content features and style Grams; ``content``/``style`` are RGB 0-255 (H, W, 3)."""
+def _as_style_list(style) -> list[jax.Array]:
+    if isinstance(style, (list, tuple)):
+        images = [jnp.asarray(s, jnp.float32) for s in style]
+    else:
+        images = [jnp.asarray(style, jnp.float32)]
+    if not images:
+        raise ValueError("at least one style image is required")
+    for image in images:
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"style: expected (H, W, 3) RGB images, got shape {image.shape}")
+    return images
+
+
+def _pool_to_layer(masks: jax.Array, layer: str) -> jax.Array:
+    """(R, H, W) -> (R, H_l, W_l): 2x2/2 average pooling once per pooling before ``layer``
+    (floored, like the network's own pooling), so masks line up with the feature maps."""
+    for _ in range(int(canonical_layer(layer)[4]) - 1):
+        h, w = masks.shape[1] // 2 * 2, masks.shape[2] // 2 * 2
+        masks = masks[:, :h, :w].reshape(masks.shape[0], h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+    return masks
+
+
+def make_targets(params, content: jax.Array, style, config: StyleConfig, *,
+                 style_blend=None, masks=None) -> Targets:
+    """Content features and style target Grams.
+
+    Args:
+        content: (H, W, 3) RGB 0-255 content photo.
+        style: one (H', W', 3) RGB 0-255 style image, or a sequence of them (sizes may differ).
+        style_blend: for several styles without masks, blend weights (normalized to sum to 1;
+            default equal): the target is the blend of their per-position Grams
+            ``A_hat = sum_s b_s A_s / M'_s``, as neural-style's ``-style_blend_weights``.
+        masks: (R, H, W) values in [0, 1], one content-space region per style image (R = number
+            of styles): region r is painted in style r (Gatys et al. 2017 guided Grams; each
+            style image is used whole).
+    """
+    styles = _as_style_list(style)
     content_features = (config.features(params, content, config.content_layers)
                         if config.content_layers else {})
-    style_features = config.features(params, style, config.style_layers)
-    return Targets(
-        tuple(content_features[name] for name in config.content_layers),
-        tuple(gram_matrix(style_features[name]) for name in config.style_layers),
-    )
+    per_style = []
+    for image in styles:
+        features = config.features(params, image, config.style_layers)
+        per_style.append([gram_matrix(features[name]) / (features[name].shape[0]
+                                                         * features[name].shape[1])
+                          for name in config.style_layers])
+    style_masks = None
+    if masks is not None:
+        if style_blend is not None:
+            raise ValueError("style_blend and masks cannot be combined: masks give each region "
+                             "its own style")
+        masks = jnp.asarray(masks, jnp.float32)
+        if masks.shape != (len(styles), *content.shape[:2]):
+            raise ValueError(f"masks: expected shape ({len(styles)}, {content.shape[0]}, "
+                             f"{content.shape[1]}) (one per style, content size), got "
+                             f"{masks.shape}")
+        grams = tuple(jnp.stack(layer) for layer in zip(*per_style))
+        style_masks = tuple(_pool_to_layer(masks, name) for name in config.style_layers)
+    else:
+        blend = jnp.full((len(styles),), 1.0 / len(styles)) if style_blend is None else \
+            jnp.asarray(style_blend, jnp.float32)
+        if blend.shape != (len(styles),):
+            raise ValueError(f"style_blend: expected {len(styles)} weights, got {blend.shape}")
+        blend = blend / jnp.sum(blend)
+        grams = tuple(sum(b * g for b, g in zip(blend, layer)) for layer in zip(*per_style))
+    return Targets(tuple(content_features[name] for name in config.content_layers), grams,
+                   style_masks)
 
 
 def stylization_loss(
@@ -189,26 +292,33 @@ def stylization_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The full Gatys objective of one image; pure, differentiable, vmappable over ``weights``.
 
+    ``L = alpha * sum_c v_c L_c + beta * sum_l w_l E_l + gamma * TV`` with the conventions of
+    ``config`` (:class:`StyleConfig`); E_l is guided when ``targets.style_masks`` is set.
+
     Args:
         image: (H, W, 3) RGB 0-255, the image being optimized (same size as the content photo).
 
     Returns:
-        (total, terms): total = alpha * content + beta * style + gamma * tv (float32 scalar);
-        terms holds the unweighted ``content`` (sum_c v_c L_c), ``style`` (sum_l w_l E_l) and
-        ``tv`` values.
+        (total, terms): total float32 scalar; terms holds the unweighted ``content``
+        (sum_c v_c L_c), ``style`` (sum_l w_l E_l) and ``tv`` values.
     """
     features = config.features(params, image, config.feature_layers)
     content = sum(
-        (weights.content_layers[i] * content_loss(features[canonical_layer(name)], target)
+        (weights.content_layers[i] * content_loss(features[canonical_layer(name)], target,
+                                                  norm=config.content_norm)
          for i, (name, target) in enumerate(zip(config.content_layers, targets.content_features))),
         jnp.float32(0.0),
     )
-    style = style_loss(
-        {name: features[canonical_layer(name)] for name in config.style_layers},
-        dict(zip(config.style_layers, targets.style_grams)),
-        {name: weights.style_layers[i] for i, name in enumerate(config.style_layers)},
-    )
-    tv = total_variation(image)
+    style = jnp.float32(0.0)
+    for i, name in enumerate(config.style_layers):
+        f = features[canonical_layer(name)]
+        if targets.style_masks is None:
+            error = normalized_style_error(f, targets.style_grams[i], norm=config.style_norm)
+        else:
+            error = guided_style_error(f, targets.style_grams[i], targets.style_masks[i],
+                                       norm=config.style_norm)
+        style = style + weights.style_layers[i] * error
+    tv = total_variation(image, form=config.tv_form)
     total = weights.content * content + weights.style * style + weights.tv * tv
     return total, {"content": content, "style": style, "tv": tv}
 
@@ -493,17 +603,33 @@ def _chunk_size(pixels: int, save_every: int | None) -> int:
     return size
 
 
-def initial_image(init: str, content, style, *, key) -> jax.Array:
-    """Starting image: the content photo, white noise (uniform 0-255, from ``key``), or the style
-    image resized to the content's shape."""
+def initial_image(init, content, style, *, key,
+                  preprocessing: Preprocessing = CAFFE) -> jax.Array:
+    """Starting image (H, W, 3) RGB 0-255.
+
+    ``init`` is an array (an image of the content's shape, e.g. an upsampled earlier result), or
+    ``"content"`` (the photo), ``"noise"`` (white noise, uniform 0-255, from ``key``),
+    ``"style"`` (the first style image resized to the content's shape) or ``"gaussian"``
+    (neural-style's ``-init random``: ``deprocess(0.001 * N(0, 1))``, i.e. the weights' mean
+    colour plus tiny Gaussian noise in network-input units).
+    """
     content = jnp.asarray(content, jnp.float32)
+    if not isinstance(init, str):
+        init = jnp.asarray(init, jnp.float32)
+        if init.shape != content.shape:
+            raise ValueError(f"init image has shape {init.shape}, expected {content.shape}")
+        return init
     if init == "content":
         return content
     if init == "noise":
         return jax.random.uniform(key, content.shape, jnp.float32, 0.0, 255.0)
+    if init == "gaussian":
+        return deprocess(0.001 * jax.random.normal(key, content.shape, jnp.float32),
+                         preprocessing)
     if init == "style":
-        return jax.image.resize(jnp.asarray(style, jnp.float32), content.shape, "lanczos3")
-    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        first = _as_style_list(style)[0]
+        return jax.image.resize(first, content.shape, "lanczos3")
+    raise ValueError(f"init must be an image or one of {INITS}, got {init!r}")
 
 
 def stylize(
@@ -517,7 +643,9 @@ def stylize(
     tv_weight: float = 0.0,
     content_layer_weights=None,
     style_layer_weights=None,
-    init: str = "content",
+    style_blend=None,
+    masks=None,
+    init="content",
     key: jax.Array | None = None,
     iterations: int = 1000,
     tol: float = 1e-4,
@@ -549,10 +677,15 @@ def stylize(
     iterations; ``tol=0`` disables it. See :class:`StyleConfig` for the structural defaults.
 
     Args:
-        content, style: (H, W, 3) / (H', W', 3) RGB 0-255.
+        content: (H, W, 3) RGB 0-255.
+        style: (H', W', 3) RGB 0-255, or a sequence of style images (blended, or one per mask
+            region; see :func:`make_targets`).
         params: VGG-19 variables (:func:`load_vgg19_params` or :func:`random_vgg19_params`).
         config: :class:`StyleConfig`; default layers, pooling and optimizer as documented there.
-        init: ``"content"``, ``"noise"`` or ``"style"``; ``key`` seeds ``"noise"``.
+        style_blend: blend weights of several styles (default equal).
+        masks: (R, H, W) region masks in [0, 1], one per style image (guided Grams).
+        init: ``"content"``, ``"noise"``, ``"style"``, ``"gaussian"`` or an (H, W, 3) image (see
+            :func:`initial_image`); ``key`` seeds the random ones.
         iterations: maximum optimizer iterations (L-BFGS iterations, not evaluations).
         state: an :class:`OptState` from an earlier result to continue from.
         callback: called after each compiled chunk with ``(state, records)``; return True to stop.
@@ -563,10 +696,9 @@ def stylize(
     """
     config = config or StyleConfig()
     content = jnp.asarray(content, jnp.float32)
-    style = jnp.asarray(style, jnp.float32)
-    for name, image in (("content", content), ("style", style)):
-        if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"{name}: expected one (H, W, 3) RGB image, got shape {image.shape}")
+    if content.ndim != 3 or content.shape[-1] != 3:
+        raise ValueError(f"content: expected one (H, W, 3) RGB image, got shape {content.shape}")
+    style = _as_style_list(style)
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
     key = jax.random.key(0) if key is None else key
@@ -577,10 +709,10 @@ def stylize(
     limits = (jnp.int32(iterations), jnp.float32(tol), jnp.int32(max(patience, 1)))
 
     start = time.perf_counter()
-    targets = _targets_jit(params, content, style, config)
+    targets = _targets_jit(params, content, style, config, style_blend=style_blend, masks=masks)
     if state is None:
-        state = _init_jit(initial_image(init, content, style, key=key), params, targets, weights,
-                          config)
+        first = initial_image(init, content, style, key=key, preprocessing=config.preprocessing)
+        state = _init_jit(first, params, targets, weights, config)
     else:
         state = state._replace(status=jnp.zeros((), jnp.int32))
     steps = _chunk_size(content.shape[0] * content.shape[1], save_every)

@@ -12,6 +12,7 @@ keys as the HDF5 file it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Sequence
@@ -71,19 +72,69 @@ def min_image_side(layers: Sequence[str]) -> int:
     return 2 ** (CONV_SPECS[deepest][0] - 1)
 
 
-def preprocess(rgb: jax.Array) -> jax.Array:
-    """RGB float 0-255 (..., 3) -> network input: BGR, minus the Caffe ImageNet mean.
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How RGB 0-255 pixels become network input: ``x = (order(rgb) * scale / 255 - mean) / std``.
 
-    ``x = rgb[..., ::-1] - [103.939, 116.779, 123.68]`` (Keras ``preprocess_input``, mode "caffe").
+    Attributes:
+        channel_order: ``"BGR"`` (Caffe-trained weights) or ``"RGB"`` (torchvision, MatConvNet).
+        input_scale: the pixel range the network was trained on, 255.0 or 1.0.
+        mean, std: per input channel, in ``channel_order`` and in ``input_scale`` units.
+
+    Hashable, so it is part of the static :class:`~nst_jax.StyleConfig`. Weights files written
+    by this project record it as HDF5 attributes; the Keras release has none and means
+    :data:`CAFFE`.
+    """
+
+    channel_order: str = "BGR"
+    input_scale: float = 255.0
+    mean: tuple[float, float, float] = (103.939, 116.779, 123.68)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self):
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if not self.input_scale > 0 or len(self.mean) != 3 or len(self.std) != 3 or not all(
+                s > 0 for s in self.std):
+            raise ValueError(f"invalid preprocessing {self}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "input_scale", float(self.input_scale))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"channel_order": self.channel_order, "input_scale": self.input_scale,
+                "mean": list(self.mean), "std": list(self.std)}
+
+
+#: The canonical Keras/Caffe VGG-19 (Keras ``preprocess_input`` mode "caffe").
+CAFFE = Preprocessing()
+#: torchvision's ImageNet models: RGB 0-1, mean/std normalized.
+TORCHVISION = Preprocessing("RGB", 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def preprocess(rgb: jax.Array, preprocessing: Preprocessing = CAFFE) -> jax.Array:
+    """RGB float 0-255 (..., 3) -> network input.
+
+    ``x = (order(rgb) * s / 255 - mean) / std``; with the default :data:`CAFFE` convention this
+    is ``rgb[..., ::-1] - [103.939, 116.779, 123.68]`` (Keras ``preprocess_input``, "caffe").
     """
     rgb = jnp.asarray(rgb, jnp.float32)
-    return rgb[..., ::-1] - CAFFE_MEAN_BGR
+    if preprocessing.channel_order == "BGR":
+        rgb = rgb[..., ::-1]
+    if preprocessing.input_scale != 255.0:
+        rgb = rgb * np.float32(preprocessing.input_scale / 255.0)
+    x = rgb - np.asarray(preprocessing.mean, np.float32)
+    if preprocessing.std != (1.0, 1.0, 1.0):
+        x = x / np.asarray(preprocessing.std, np.float32)
+    return x
 
 
-def deprocess(x: jax.Array) -> jax.Array:
+def deprocess(x: jax.Array, preprocessing: Preprocessing = CAFFE) -> jax.Array:
     """Inverse of :func:`preprocess`: network input (..., 3) -> RGB float 0-255 (not clipped)."""
     x = jnp.asarray(x, jnp.float32)
-    return (x + CAFFE_MEAN_BGR)[..., ::-1]
+    x = x * np.asarray(preprocessing.std, np.float32) + np.asarray(preprocessing.mean, np.float32)
+    x = x * np.float32(255.0 / preprocessing.input_scale)
+    return x[..., ::-1] if preprocessing.channel_order == "BGR" else x
 
 
 class _ConvParams(nn.Module):
@@ -100,22 +151,24 @@ class _ConvParams(nn.Module):
         return kernel, bias
 
 
-def _block(h, convs, *, pool: str | None, dtype, precision):
+def _block(h, convs, *, pool: str | None, dtype, precision, outputs: str = "relu"):
     """One VGG block on a (1, H, W, C) batch: optional 2x2/2 pooling, then conv+ReLU for each
-    (kernel, bias). Returns the list of conv outputs. Pure, so it can be ``jax.checkpoint``-ed."""
+    (kernel, bias). Returns (per-conv outputs, the block's last ReLU output); the outputs are
+    the ReLU activations, or the convolutions before it for ``outputs="conv"``. Pure, so it can
+    be ``jax.checkpoint``-ed."""
     if pool == "max":
         h = nn.max_pool(h, window_shape=(2, 2), strides=(2, 2), padding="VALID")
     elif pool == "avg":
         h = nn.avg_pool(h, window_shape=(2, 2), strides=(2, 2), padding="VALID")
-    outputs = []
+    results = []
     for kernel, bias in convs:
-        h = jax.lax.conv_general_dilated(
+        pre = jax.lax.conv_general_dilated(
             h, kernel.astype(dtype), window_strides=(1, 1), padding="SAME",
             dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision,
-        )
-        h = nn.relu(h + bias.astype(dtype))
-        outputs.append(h)
-    return outputs
+        ) + bias.astype(dtype)
+        h = nn.relu(pre)
+        results.append(pre if outputs == "conv" else h)
+    return results, h
 
 
 class VGG19(nn.Module):
@@ -131,6 +184,9 @@ class VGG19(nn.Module):
             results match float32 CPU results; pass ``None`` for the backend's fast default.
         remat: recompute each block's activations in the backward pass instead of storing them
             (``jax.checkpoint`` per block): less memory, about one more forward pass of compute.
+        outputs: ``"relu"`` returns each layer's ReLU activation (Caffe's ``reluB_I``, Gatys);
+            ``"conv"`` returns the convolution before the ReLU (the PyTorch tutorial's
+            ``conv_N`` taps).
     """
 
     pooling: str = "max"
@@ -138,6 +194,7 @@ class VGG19(nn.Module):
     param_dtype: Any = jnp.float32
     precision: Any = "highest"
     remat: bool = False
+    outputs: str = "relu"
 
     @nn.compact
     def __call__(self, x: jax.Array, layers: Sequence[str] = LAYERS) -> dict[str, jax.Array]:
@@ -154,6 +211,8 @@ class VGG19(nn.Module):
         """
         if self.pooling not in ("max", "avg"):
             raise ValueError(f"pooling must be 'max' or 'avg', got {self.pooling!r}")
+        if self.outputs not in ("relu", "conv"):
+            raise ValueError(f"outputs must be 'relu' or 'conv', got {self.outputs!r}")
         if x.ndim != 3 or x.shape[-1] != 3:
             raise ValueError(f"expected one (H, W, 3) image, got shape {x.shape}")
         wanted = {canonical_layer(name) for name in layers}
@@ -178,14 +237,14 @@ class VGG19(nn.Module):
                     in_features))
                 in_features = width
             block_fn = functools.partial(_block, pool=self.pooling if block > 1 else None,
-                                         dtype=self.dtype, precision=self.precision)
+                                         dtype=self.dtype, precision=self.precision,
+                                         outputs=self.outputs)
             if self.remat:
                 block_fn = jax.checkpoint(block_fn)
-            outputs = block_fn(h, convs)
+            outputs, h = block_fn(h, convs)
             for position, output in zip(positions, outputs):
                 if LAYERS[position] in wanted:
                     features[LAYERS[position]] = output[0]
-            h = outputs[-1]
         return features
 
 
@@ -197,6 +256,7 @@ def extract_features(
     pooling: str = "max",
     dtype: Any = jnp.float32,
     remat: bool = False,
+    outputs: str = "relu",
 ) -> dict[str, jax.Array]:
     """Activations of one preprocessed image at the requested layers.
 
@@ -208,12 +268,13 @@ def extract_features(
         pooling: ``"max"`` or ``"avg"``.
         dtype: computation dtype of the convolutions (bfloat16 halves activation memory).
         remat: recompute activations per block in the backward pass (see :class:`VGG19`).
+        outputs: ``"relu"`` (default) or ``"conv"`` (pre-activation; see :class:`VGG19`).
 
     Returns:
         dict keyed by the names exactly as given in ``layers`` -> (h, w, c) float activations.
     """
     layers = tuple(layers)
-    model = VGG19(pooling=pooling, dtype=dtype, remat=remat)
+    model = VGG19(pooling=pooling, dtype=dtype, remat=remat, outputs=outputs)
     features = model.apply(params, jnp.asarray(image), layers)
     return {name: features[canonical_layer(name)] for name in layers}
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from ._errors import WeightsError
 from ._image import publish
-from ._vgg import CAFFE_MEAN_BGR, KERAS_LAYERS, param_shapes, random_vgg19_params
+from ._vgg import CAFFE, KERAS_LAYERS, Preprocessing, param_shapes, random_vgg19_params
 
 FILENAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 #: Where Keras itself downloads the file (keras/src/applications/vgg19.py), then a mirror.
@@ -41,12 +41,9 @@ MD5 = "253f8cb515780f3b799900260a226db6"
 ENV_VAR = "NST_JAX_WEIGHTS"
 #: Set to 1 to forbid downloads (``auto`` then falls back to random weights at once).
 OFFLINE_VAR = "NST_JAX_OFFLINE"
-PREPROCESSING = {
-    "channel_order": "BGR",
-    "input_scale": 255.0,
-    "mean": [float(v) for v in CAFFE_MEAN_BGR],
-    "std": [1.0, 1.0, 1.0],
-}
+#: Root attributes of files this project writes that record the input convention; a file
+#: without them (the Keras release) expects :data:`~nst_jax._vgg.CAFFE`.
+PREPROCESSING_ATTRS = ("channel_order", "input_scale", "mean", "std")
 # Layers of the full ("top") VGG-19 file that the conv feature extractor does not use.
 _CLASSIFIER_LAYERS = {"flatten", "fc1", "fc2", "predictions"}
 
@@ -87,10 +84,88 @@ def load_vgg19_params(path: str | os.PathLike) -> dict[str, Any]:
     return {"params": jax.tree.map(jnp.asarray, arrays)}
 
 
+def _weights_root(handle: h5py.File):
+    if "layer_names" not in handle.attrs and "model_weights" in handle:
+        return handle["model_weights"]
+    return handle
+
+
+def load_preprocessing(path: str | os.PathLike) -> Preprocessing:
+    """The input convention a weights file expects, from its root attributes
+    (``channel_order``, ``input_scale``, ``mean``, ``std``); :data:`CAFFE` when it has none,
+    as the Keras release. Raises :class:`WeightsError` for a partial or invalid record."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = dict(handle.attrs)
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"{path}: cannot read HDF5 attributes ({err})") from None
+    present = [name for name in PREPROCESSING_ATTRS if name in attrs]
+    if not present:
+        return CAFFE
+    if len(present) != len(PREPROCESSING_ATTRS):
+        missing = sorted(set(PREPROCESSING_ATTRS) - set(present))
+        raise WeightsError(f"{path}: preprocessing attributes incomplete (missing {missing})")
+    try:
+        return Preprocessing(
+            channel_order=_decode(attrs["channel_order"])[0],
+            input_scale=float(np.asarray(attrs["input_scale"])),
+            mean=tuple(float(v) for v in np.asarray(attrs["mean"], np.float64).ravel()),
+            std=tuple(float(v) for v in np.asarray(attrs["std"], np.float64).ravel()),
+        )
+    except (ValueError, TypeError) as err:
+        raise WeightsError(f"{path}: invalid preprocessing attributes ({err})") from None
+
+
+def save_vgg19_params(path: str | os.PathLike, params, *,
+                      preprocessing: Preprocessing = CAFFE, attrs: dict | None = None) -> Path:
+    """Write VGG-19 conv params in the Keras weights layout (readable by
+    :func:`load_vgg19_params` and by Keras' ``load_weights``), atomically.
+
+    Layout: root ``layer_names`` (input, convs and pools in order), one group per layer with
+    ``weight_names`` = [``blockB_convI_W_1:0``, ``blockB_convI_b_1:0``] (kernel HWIO, bias), as
+    in the Keras release; plus root attributes recording ``preprocessing`` and any ``attrs``
+    (e.g. the source a file was converted from).
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    layers = ["input_1"]
+    for name in KERAS_LAYERS:
+        layers.append(name)
+        block = name.split("_")[0]
+        if name == [n for n in KERAS_LAYERS if n.startswith(block + "_")][-1]:
+            layers.append(f"{block}_pool")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as handle:
+            handle.attrs["layer_names"] = np.array([n.encode() for n in layers])
+            handle.attrs["backend"] = b"tensorflow"
+            handle.attrs["keras_version"] = b"2.1.5"
+            for key, value in preprocessing.as_dict().items():
+                handle.attrs[key] = value.encode() if isinstance(value, str) else np.asarray(
+                    value, np.float64)
+            for key, value in (attrs or {}).items():
+                handle.attrs[key] = value.encode() if isinstance(value, str) else value
+            for name in layers:
+                group = handle.create_group(name)
+                if name not in KERAS_LAYERS:
+                    group.attrs["weight_names"] = np.array([], dtype="S1")
+                    continue
+                names = [f"{name}_W_1:0", f"{name}_b_1:0"]
+                group.attrs["weight_names"] = np.array([n.encode() for n in names])
+                for role, dataset in zip(("kernel", "bias"), names):
+                    group.create_dataset(
+                        dataset, data=np.asarray(params["params"][name][role], np.float32))
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _read_layers(path: Path, handle: h5py.File) -> dict[str, dict[str, np.ndarray]]:
-    root = handle
-    if "layer_names" not in root.attrs and "model_weights" in root:
-        root = root["model_weights"]
+    root = _weights_root(handle)
     if "layer_names" not in root.attrs:
         raise WeightsError(
             f"{path}: not a Keras weights file (no 'layer_names' attribute at the root)"
@@ -164,9 +239,8 @@ def weights_info(path: str | os.PathLike) -> WeightsInfo:
         for name in KERAS_LAYERS
     ]
     count = sum(int(np.prod(k)) + int(np.prod(b)) for _, k, b in layers)
-    return WeightsInfo(
-        str(path), size, md5, size == SIZE and md5 == MD5, layers, count, PREPROCESSING
-    )
+    return WeightsInfo(str(path), size, md5, size == SIZE and md5 == MD5, layers, count,
+                       load_preprocessing(path).as_dict())
 
 
 def cache_dir() -> Path:
@@ -272,6 +346,7 @@ class WeightsSource(NamedTuple):
     path: str | None
     md5: str | None
     seed: int | None
+    preprocessing: Preprocessing = CAFFE  # what the weights expect (random: the Caffe one)
 
 
 def resolve_weights(
@@ -290,8 +365,7 @@ def resolve_weights(
     if spec == "random":
         return WeightsSource(random_vgg19_params(jax.random.key(seed)), "random", None, None, seed)
     if spec not in ("auto", "imagenet"):
-        path = Path(spec)
-        return WeightsSource(load_vgg19_params(path), "file", str(path), file_md5(path), None)
+        return _from_file(Path(spec))
     path = local_weights_file()
     if path is None:
         try:
@@ -309,7 +383,12 @@ def resolve_weights(
                 f"or set ${ENV_VAR}."
             )
             return resolve_weights("random", seed=seed)
-    return WeightsSource(load_vgg19_params(path), "file", str(path), file_md5(path), None)
+    return _from_file(path)
+
+
+def _from_file(path: Path) -> WeightsSource:
+    return WeightsSource(load_vgg19_params(path), "file", str(path), file_md5(path), None,
+                         load_preprocessing(path))
 
 
 def progress_printer(stream=sys.stderr) -> Callable[[int, int], None]:

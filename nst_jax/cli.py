@@ -112,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
     """Options shared by ``stylize`` and ``sweep``; a sweep takes lists for weights and seeds."""
+    from ._image import MAX_PIXELS
     from ._optimize import DEFAULT_STYLE_LAYERS, INITS, LINESEARCHES, OPTIMIZERS
 
     weight = _float_list if sweep else _nonnegative_float
@@ -122,6 +123,12 @@ def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
                       help="longest side of the output in pixels (default 512)")
     size.add_argument("--style-scale", type=float, default=1.0,
                       help="style image longest side = size x this (default 1.0)")
+    size.add_argument("--max-pixels", type=_positive_int, default=None,
+                      help="refuse input images that declare more pixels than this, before "
+                      f"decoding (decompression-bomb guard; default {MAX_PIXELS})")
+    size.add_argument("--max-memory", type=_nonnegative_float, default=None, metavar="GB",
+                      help="refuse runs whose estimated peak memory exceeds this many GB "
+                      "(default: the memory available now)")
     loss = run.add_argument_group("objective: alpha*content + beta*style + gamma*TV")
     loss.add_argument("--content-weight", type=weight, default=[1.0] if sweep else 1.0,
                       help="alpha (default 1)" + listed)
@@ -317,6 +324,7 @@ def _clock(seconds: float) -> str:
 def _prepare(args, styles: list[Path]):
     """Everything before the optimization: checks, config, images, weights (one place for
     ``stylize`` and ``sweep``, so both fail early the same way)."""
+    from ._memory import check_fits
     from ._optimize import StyleConfig
     from ._vgg import min_image_side
 
@@ -335,8 +343,13 @@ def _prepare(args, styles: list[Path]):
             config.style_layers):
         raise NstError(f"--style-layer-weights: {len(args.style_layer_weights)} values for "
                        f"{len(config.style_layers)} style layers")
-    content = load_image(args.content, max_side=args.size)
-    images = [load_image(path, max_side=max(1, round(args.size * args.style_scale)))
+    content = load_image(args.content, max_side=args.size, max_pixels=args.max_pixels)
+    # Refuse a run that cannot fit before anything is compiled; a sweep holds every run at once.
+    check_fits(*content.shape[:2], config,
+               budget=None if args.max_memory is None else round(args.max_memory * 1e9),
+               batch=len(_sweep_grid(args)) if args.command == "sweep" else 1)
+    images = [load_image(path, max_side=max(1, round(args.size * args.style_scale)),
+                         max_pixels=args.max_pixels)
               for path in styles]
     need = min_image_side(config.feature_layers)
     for path, image in ((args.content, content), *zip(styles, images)):
