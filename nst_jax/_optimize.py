@@ -645,6 +645,7 @@ def stylize(
     style_layer_weights=None,
     style_blend=None,
     masks=None,
+    targets: Targets | None = None,
     init="content",
     key: jax.Array | None = None,
     iterations: int = 1000,
@@ -684,6 +685,8 @@ def stylize(
         config: :class:`StyleConfig`; default layers, pooling and optimizer as documented there.
         style_blend: blend weights of several styles (default equal).
         masks: (R, H, W) region masks in [0, 1], one per style image (guided Grams).
+        targets: precomputed :class:`Targets` (e.g. style Grams shared across video frames);
+            when given, ``style``, ``style_blend`` and ``masks`` are not used for the loss.
         init: ``"content"``, ``"noise"``, ``"style"``, ``"gaussian"`` or an (H, W, 3) image (see
             :func:`initial_image`); ``key`` seeds the random ones.
         iterations: maximum optimizer iterations (L-BFGS iterations, not evaluations).
@@ -709,7 +712,9 @@ def stylize(
     limits = (jnp.int32(iterations), jnp.float32(tol), jnp.int32(max(patience, 1)))
 
     start = time.perf_counter()
-    targets = _targets_jit(params, content, style, config, style_blend=style_blend, masks=masks)
+    if targets is None:
+        targets = _targets_jit(params, content, style, config, style_blend=style_blend,
+                               masks=masks)
     if state is None:
         first = initial_image(init, content, style, key=key, preprocessing=config.preprocessing)
         state = _init_jit(first, params, targets, weights, config)
