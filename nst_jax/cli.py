@@ -4,6 +4,7 @@ that a Python user could not call."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -81,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--save-every", type=_positive_int, default=None,
                      help="also write OUT_<iteration> images every N iterations")
     out.add_argument("--log", type=Path, default=None, help="write the loss history as JSON")
+    out.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                     help="every N iterations save the full optimizer state (and OUT), so an "
+                     "interrupted or killed run can continue with --resume")
+    out.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
+                     help="checkpoint file (default: OUT with suffix .ckpt.npz); also written "
+                     "on Ctrl-C/SIGTERM and at the end")
+    out.add_argument("--resume", action="store_true",
+                     help="continue the run saved in the checkpoint up to --iterations in all "
+                     "(same inputs and settings required)")
 
     sweep = commands.add_parser(
         "sweep", help="a grid of stylizations as one batched, compiled job",
@@ -91,6 +101,20 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("styles", type=Path, nargs="+", metavar="STYLE", help="style image(s)")
     sweep.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     _add_run_options(sweep, sweep=True)
+
+    frames = commands.add_parser(
+        "stylize-frames", help="stylize a folder of video frames",
+        description="Stylizes every image in FRAMES (sorted by name) with one compiled "
+        "optimizer: the style Grams are computed once, and each frame starts from the previous "
+        "frame's result, which keeps consecutive frames consistent (less flicker). Writes "
+        "OUTDIR/<frame name>.png.")
+    frames.add_argument("frames", type=Path, metavar="FRAMES", help="folder of frame images")
+    frames.add_argument("style", type=Path, help="style image")
+    frames.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    frames.add_argument("--skip-existing", action="store_true",
+                        help="continue an interrupted job: frames whose output exists are not "
+                        "redone (the last of them seeds the next frame)")
+    _add_run_options(frames, sweep=False)
 
     weights = commands.add_parser("weights", help="get and check the VGG-19 weights")
     actions = weights.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -107,6 +131,35 @@ def _parser() -> argparse.ArgumentParser:
                             help=f"weights file (default: ${ENV_VAR}, ./weights/, the cache)")
         if name == "info":
             action.add_argument("--json", action="store_true", help="print JSON")
+    convert = actions.add_parser(
+        "convert", help="convert a PyTorch .pth or MatConvNet .mat VGG-19 to HDF5",
+        description="Write SRC (torchvision-layout or Gatys' vgg_conv.pth state_dict, or "
+        "MatConvNet imagenet-vgg-verydeep-19.mat) as a Keras-layout HDF5 file that records the "
+        "input convention the weights expect. .pth needs torch, .mat needs scipy: "
+        'pip install "nst_jax[convert]".')
+    convert.add_argument("source", type=Path, help="the .pth or .mat file")
+    convert.add_argument("-o", "--output", type=Path, required=True, help="HDF5 file to write")
+    convert.add_argument("--preprocessing", choices=("caffe", "torchvision"), default=None,
+                         help="input convention of a torchvision-layout file that is not a known "
+                         "one: torchvision (RGB 0-1, mean/std) or caffe (BGR 0-255 minus mean)")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    normalize = actions.add_parser(
+        "normalize", help="rescale filters to mean activation 1 (Gatys et al.)",
+        description="Rescale every conv filter (and the next layer's input weights) so that its "
+        "mean ReLU activation over IMAGES and positions is 1, as Gatys et al. 2016 did; the "
+        "features become a per-channel rescaling of the original's. Use the result with "
+        "--preset gatys2016 (average pooling).")
+    normalize.add_argument("path", nargs="?", type=Path, default=None,
+                           help=f"weights file (default: ${ENV_VAR}, ./weights/, the cache)")
+    normalize.add_argument("-o", "--output", type=Path, required=True, help="HDF5 file to write")
+    normalize.add_argument("--images", type=Path, nargs="+", required=True,
+                           help="images to average over (Gatys used ImageNet validation images)")
+    normalize.add_argument("--size", type=_positive_int, default=256,
+                           help="longest side the images are resized to (default 256)")
+    normalize.add_argument("--pooling", choices=("max", "avg"), default="avg",
+                           help="pooling of the network the means are measured in (default avg, "
+                           "the gatys2016 preset's)")
+    normalize.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser
 
 
@@ -198,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stylize(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "stylize-frames":
+            return _frames(args)
         return _weights(args)
     except NstError as err:
         print(f"{_PROG}: error: {err}", file=sys.stderr)
@@ -208,6 +263,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _weights(args) -> int:
+    from ._convert import convert_weights, describe_preprocessing
+    from ._vgg import Preprocessing
+
+    if args.action == "convert":
+        result = convert_weights(args.source, args.output, preprocessing=args.preprocessing,
+                                 overwrite=args.overwrite)
+        print(f"{args.source}: {result.description}")
+        print(f"input convention recorded: {describe_preprocessing(result.preprocessing)}")
+        print(f"wrote {args.output}")
+        return 0
+    if args.action == "normalize":
+        from ._normalize import normalize_weights_file
+
+        source = args.path or local_weights_file()
+        if source is None:
+            raise WeightsError(f"no weights file given and none found; run `{_PROG} weights "
+                               "download` or name the file")
+        summary = normalize_weights_file(source, args.output, args.images, size=args.size,
+                                         pooling=args.pooling, overwrite=args.overwrite)
+        for name, layer in summary["layers"].items():
+            dead = f" ({layer['dead']} dead channels kept as they were)" if layer["dead"] else ""
+            print(f"  {name:<8} mean activation was {layer['min']:.3g} .. {layer['max']:.3g}{dead}")
+        print(f"wrote {args.output} (normalized over {len(args.images)} images at {args.size} px, "
+              f"{args.pooling} pooling)")
+        return 0
     if args.action == "download":
         urls = tuple(args.url) if args.url else URLS
         path = download_weights(args.output, urls=urls, progress=progress_printer())
@@ -230,9 +310,7 @@ def _weights(args) -> int:
         return 0
     print(f"file: {info.path}\nsize: {info.size:,} bytes\nmd5: {info.md5} "
           f"({'canonical release' if info.canonical else 'not the canonical release'})")
-    pre = info.preprocessing
-    print(f"preprocessing: {pre['channel_order']}, 0-{pre['input_scale']:g}, "
-          f"minus mean {pre['mean']}")
+    print(f"preprocessing: {describe_preprocessing(Preprocessing(**info.preprocessing))}")
     for name, kernel, bias in info.layers:
         print(f"  {name:<13} kernel {kernel!s:<18} bias {bias}")
     print(f"parameters: {info.parameters:,}")
@@ -247,22 +325,50 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _check_outputs(args) -> list[Path]:
-    """Every file this run will write, checked before any compute."""
+    """Every file this run will write, checked before any compute.
+
+    Sets ``args.checkpoint`` to the default ``OUT.ckpt.npz`` when checkpointing is on. With
+    ``--resume`` the run's own files (OUT, intermediates, log, checkpoint) may exist: the resumed
+    run continues them; otherwise an existing checkpoint needs ``--overwrite``.
+    """
+    from ._checkpoint import default_checkpoint_path
+
+    if args.checkpoint is None and (args.checkpoint_every or args.resume):
+        args.checkpoint = default_checkpoint_path(args.output)
+    replace = args.overwrite or args.resume
     outputs = [args.output]
     if args.log is not None:
         outputs.append(args.log)
+    if args.checkpoint is not None:
+        outputs.append(args.checkpoint)
     for path in outputs:
         for source in (args.content, args.style):
             if _same_file(path, source):
                 raise ImageError(f"{path}: output would overwrite the input {source}")
-    check_writable(args.output, overwrite=args.overwrite)
+    # The checkpoint first: when it exists, --resume is likely what the user wants.
+    if args.checkpoint is not None:
+        checkpoint = args.checkpoint
+        if any(_same_file(checkpoint, path) for path in outputs[:-1]):
+            raise NstError(f"{checkpoint}: the checkpoint must differ from the image and the log")
+        if checkpoint.is_dir():
+            raise NstError(f"{checkpoint}: is a folder, expected a checkpoint file name")
+        if args.resume and not checkpoint.is_file():
+            raise NstError(f"{checkpoint}: no checkpoint to resume from; start the run without "
+                           "--resume (with --checkpoint-every N to save one)")
+        if not args.resume and checkpoint.exists() and not args.overwrite:
+            raise NstError(f"{checkpoint}: a checkpoint of an earlier run exists; pass --resume "
+                           "to continue that run or --overwrite to start again")
+        folder = checkpoint.parent if str(checkpoint.parent) else Path(".")
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise NstError(f"{checkpoint}: folder {folder} is missing or not writable")
+    check_writable(args.output, overwrite=replace)
     if args.log is not None:
-        if args.log.exists() and not args.overwrite:
+        if args.log.exists() and not replace:
             raise NstError(f"{args.log}: already exists; pass --overwrite to replace it")
         folder = args.log.parent if str(args.log.parent) else Path(".")
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise NstError(f"{args.log}: folder {folder} is missing or not writable")
-    if args.save_every and not args.overwrite:
+    if args.save_every and not replace:
         existing = sorted(args.output.parent.glob(f"{args.output.stem}_[0-9]*{args.output.suffix}"))
         if existing:
             raise ImageError(f"{existing[0]}: intermediate image exists; pass --overwrite")
@@ -321,9 +427,31 @@ def _clock(seconds: float) -> str:
         f"{minutes}:{seconds:02d}"
 
 
-def _prepare(args, styles: list[Path]):
+def _style_spec(text: str) -> tuple[Path, float, float]:
+    """``PATH[:WEIGHT[:SCALE]]`` -> (path, blend weight, style scale). Trailing fields that are
+    not numbers belong to the path (file names may contain colons)."""
+    parts = text.split(":")
+    numbers: list[float] = []
+    while len(parts) > 1 and len(numbers) < 2:
+        try:
+            value = float(parts[-1])
+        except ValueError:
+            break
+        if not (value >= 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text!r}: weights and scales must be >= 0")
+        numbers.insert(0, value)
+        parts.pop()
+    weight, scale = (numbers + [1.0, 1.0])[:2] if len(numbers) != 1 else (numbers[0], 1.0)
+    if scale <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the style scale must be positive")
+    return Path(":".join(parts)), weight, scale
+
+
+def _prepare(args, styles: list[Path], scales: Sequence[float] | None = None):
     """Everything before the optimization: checks, config, images, weights (one place for
-    ``stylize`` and ``sweep``, so both fail early the same way)."""
+    ``stylize``, ``sweep`` and ``stylize-frames``, so all fail early the same way).
+
+    ``scales``: per style image, a factor on ``--style-scale`` (``PATH:WEIGHT:SCALE``)."""
     from ._memory import check_fits
     from ._optimize import StyleConfig
     from ._vgg import min_image_side
@@ -348,9 +476,10 @@ def _prepare(args, styles: list[Path]):
     check_fits(*content.shape[:2], config,
                budget=None if args.max_memory is None else round(args.max_memory * 1e9),
                batch=len(_sweep_grid(args)) if args.command == "sweep" else 1)
-    images = [load_image(path, max_side=max(1, round(args.size * args.style_scale)),
+    scales = scales or [1.0] * len(styles)
+    images = [load_image(path, max_side=max(1, round(args.size * args.style_scale * scale)),
                          max_pixels=args.max_pixels)
-              for path in styles]
+              for path, scale in zip(styles, scales)]
     need = min_image_side(config.feature_layers)
     for path, image in ((args.content, content), *zip(styles, images)):
         if min(image.shape[:2]) < need:
@@ -358,8 +487,10 @@ def _prepare(args, styles: list[Path]):
                            f"layers used need at least {need} px per side (raise --size)")
     seed = args.seed if isinstance(args.seed, int) else args.seed[0]
     source = resolve_weights(args.weights, seed=seed)
+    # The input convention comes from the weights file, never from a flag.
+    config = dataclasses.replace(config, preprocessing=source.preprocessing)
     record = {"source": source.source, "path": source.path, "md5": source.md5,
-              "seed": source.seed}
+              "seed": source.seed, "preprocessing": source.preprocessing.as_dict()}
     settings = {k: (str(v) if isinstance(v, Path) else
                     [str(x) for x in v] if isinstance(v, list) and v and isinstance(v[0], Path)
                     else v)
@@ -375,51 +506,123 @@ def _stylize(args) -> int:
     import jax
     import numpy as np
 
+    from ._checkpoint import (
+        append_records,
+        config_dict,
+        file_fingerprint,
+        load_checkpoint,
+        meta_differences,
+        read_checkpoint_meta,
+        remove_stray_temporaries,
+        save_checkpoint,
+    )
     from ._optimize import stylize
 
     _check_outputs(args)
+    checkpoint = args.checkpoint  # None: no checkpoints
+    if checkpoint is not None:
+        # A SIGKILLed writer cannot remove its temporary file; this run owns those names.
+        remove_stray_temporaries(args.output, checkpoint)
     config, content, (style,), params, weights_record, settings = _prepare(args, [args.style])
+    run_meta: dict[str, Any] = {}
+    if checkpoint is not None:
+        # What must be equal for a resumed run to continue the same optimization.
+        run_meta = {
+            "content": file_fingerprint(args.content), "style": file_fingerprint(args.style),
+            "size": args.size, "style_scale": args.style_scale,
+            "image_shape": list(content.shape), "config": config_dict(config),
+            "loss_weights": {"content": args.content_weight, "style": args.style_weight,
+                             "tv": args.tv_weight, "style_layers": args.style_layer_weights},
+            "init": args.init, "seed": args.seed, "weights": weights_record,
+        }
+    if args.resume:
+        differences = meta_differences(read_checkpoint_meta(checkpoint), run_meta)
+        if differences:
+            raise NstError(f"{checkpoint}: the checkpoint belongs to a different run: "
+                           f"{'; '.join(differences)}. Resume with the original inputs and "
+                           "settings, or pass --overwrite without --resume to start again")
+    run = {"params": params, "config": config, "content_weight": args.content_weight,
+           "style_weight": args.style_weight, "tv_weight": args.tv_weight,
+           "style_layer_weights": args.style_layer_weights, "init": args.init,
+           "key": jax.random.key(args.seed), "tol": args.tol, "patience": args.patience}
+    # Iteration 0 first (this compiles): a fresh and a resumed run then continue alike from a
+    # state, bit for bit (the history is kept here, so a checkpoint can hold it).
+    first = stylize(content, style, **run, iterations=0)
+    state, history = first.state, first.history
+    if args.resume:
+        state, history, _ = load_checkpoint(checkpoint, first.state)
+        print(f"resuming from {checkpoint} at iteration {int(state.iteration)}", file=sys.stderr)
+    done = int(state.iteration)
     progress = _Progress(args.iterations, args.quiet)
-    latest: dict[str, Any] = {}
+    latest: dict[str, Any] = {"state": state, "history": history,
+                              "checkpointed": done if args.resume else None,
+                              "saved": done // args.save_every if args.save_every else 0}
+
+    def image_of(state):
+        return np.clip(np.asarray(state.image), 0, 255)
+
+    def write_checkpoint(state, history):
+        save_checkpoint(checkpoint, state, history=history, meta=run_meta)
+        latest["checkpointed"] = int(state.iteration)
+
+    start = time.perf_counter() - float(history["seconds"][-1])
 
     def callback(state, records):
+        history = append_records(latest["history"], records, time.perf_counter() - start)
+        latest.update(state=state, history=history)  # one update: an interrupt sees both or none
         iteration = int(state.iteration)
-        latest["image"] = np.clip(np.asarray(state.image), 0, 255)
-        latest["iteration"] = iteration
         progress.update(iteration, float(state.loss), np.asarray(state.terms),
                         int(state.evaluations))
-        if args.save_every and iteration // args.save_every > latest.get("saved", 0):
+        if args.save_every and iteration // args.save_every > latest["saved"]:
             latest["saved"] = iteration // args.save_every
             name = f"{args.output.stem}_{iteration:05d}{args.output.suffix}"
-            save_image(args.output.with_name(name), latest["image"],
+            save_image(args.output.with_name(name), image_of(state),
                        metadata={"weights": weights_record, "settings": settings,
                                  "iteration": iteration})
+        every = args.checkpoint_every
+        if every and iteration // every > (latest["checkpointed"] or 0) // every:
+            # Checkpoint first: OUT never shows an iteration that the checkpoint cannot resume.
+            write_checkpoint(state, history)
+            save_image(args.output, image_of(state), metadata={
+                "weights": weights_record, "settings": settings, "iteration": iteration,
+                "checkpoint": str(checkpoint)})
         return False
 
+    # Chunks must end on multiples of both --save-every and --checkpoint-every.
+    every = math.gcd(*[n for n in (args.save_every, args.checkpoint_every) if n]) or None
     try:
-        result = stylize(
-            content, style, params=params, config=config,
-            content_weight=args.content_weight, style_weight=args.style_weight,
-            tv_weight=args.tv_weight, style_layer_weights=args.style_layer_weights,
-            init=args.init, key=jax.random.key(args.seed), iterations=args.iterations,
-            tol=args.tol, patience=args.patience, callback=callback,
-            save_every=args.save_every,
-        )
+        result = stylize(content, style, **run, iterations=args.iterations, state=state,
+                         callback=callback, save_every=every)
     except KeyboardInterrupt:
-        if "image" in latest:
-            save_image(args.output, latest["image"], metadata={
-                "weights": weights_record, "settings": settings,
-                "iteration": latest["iteration"], "status": "interrupted"})
-            print(f"\n{_PROG}: interrupted; saved the image of iteration {latest['iteration']} "
-                  f"to {args.output}", file=sys.stderr)
+        state, history = latest["state"], latest["history"]
+        iteration = int(state.iteration)
+        if checkpoint is None and iteration == 0:
+            raise  # nothing done yet: no image worth writing
+        hint = " (--checkpoint-every N makes a run resumable)"
+        if checkpoint is not None:
+            if latest["checkpointed"] != iteration:
+                write_checkpoint(state, history)
+            hint = (f" and the checkpoint to {checkpoint}; continue with the same command "
+                    "plus --resume")
+        save_image(args.output, image_of(state), metadata={
+            "weights": weights_record, "settings": settings, "iteration": iteration,
+            "status": "interrupted"})
+        print(f"\n{_PROG}: interrupted; saved the image of iteration {iteration} to "
+              f"{args.output}{hint}", file=sys.stderr)
         raise
-    history = result.history
+    history = latest["history"]
+    if done >= args.iterations:
+        print(f"the checkpoint is at iteration {done} already; raise --iterations to continue",
+              file=sys.stderr)
     terms = [history[name][-1] for name in ("content", "style", "tv")]
     progress.update(result.iterations, float(history["loss"][-1]), terms, result.evaluations,
                     final=True)
     summary = {"iterations": result.iterations, "evaluations": result.evaluations,
                "status": result.status, "loss": float(history["loss"][-1]),
-               "compile_seconds": round(result.compile_seconds, 3)}
+               "compile_seconds": round(first.compile_seconds + result.compile_seconds, 3)}
+    if checkpoint is not None and latest["checkpointed"] != result.iterations:
+        # Kept after a normal end: a later --resume with more --iterations extends the run.
+        write_checkpoint(result.state, history)
     save_image(args.output, result.image,
                metadata={"weights": weights_record, "settings": settings, **summary})
     if args.log is not None:
@@ -428,9 +631,11 @@ def _stylize(args) -> int:
             "history": {"iteration": list(range(len(history["loss"]))),
                         **{k: np.asarray(v).tolist() for k, v in history.items()}},
         })
+    kept = (f"; checkpoint {checkpoint} (add --resume and more --iterations to continue)"
+            if checkpoint is not None else "")
     print(f"{result.status}: {result.iterations} iterations, {result.evaluations} evaluations, "
-          f"loss {history['loss'][0]:.4g} -> {history['loss'][-1]:.4g}; wrote {args.output}",
-          file=sys.stderr)
+          f"loss {history['loss'][0]:.4g} -> {history['loss'][-1]:.4g}; wrote {args.output}"
+          f"{kept}", file=sys.stderr)
     return 0
 
 
@@ -526,6 +731,87 @@ def _sweep(args) -> int:
     print(f"{len(grid)} runs on {result.devices} device(s): wrote {outdir}/ "
           "(images, contact_sheet.png, loss_curves.png, sweep.json)", file=sys.stderr)
     return 0
+
+
+_FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _frames(args) -> int:
+
+    from ._multiscale import stylize_frames
+
+    if not args.frames.is_dir():
+        raise NstError(f"{args.frames}: not a folder of frames")
+    paths = sorted(p for p in args.frames.iterdir() if p.suffix.lower() in _FRAME_SUFFIXES)
+    if not paths:
+        raise NstError(f"{args.frames}: no frame images ({', '.join(sorted(_FRAME_SUFFIXES))})")
+    outdir = args.output
+    if outdir.exists() and not outdir.is_dir():
+        raise NstError(f"{outdir}: exists and is not a folder")
+    if _same_file(outdir, args.frames):
+        raise NstError(f"{outdir}: the output folder must differ from the frames folder")
+    outputs = [outdir / f"{p.stem}.png" for p in paths]
+    done = [out.exists() for out in outputs]
+    if any(done) and not (args.overwrite or args.skip_existing):
+        first = outputs[done.index(True)]
+        raise NstError(f"{first}: already exists; pass --skip-existing to continue the job or "
+                       "--overwrite to redo it")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NstError(f"{outdir}: cannot create folder ({err.strerror})") from None
+    if not os.access(outdir, os.W_OK):
+        raise NstError(f"{outdir}: folder is not writable")
+    skip = 0
+    if args.skip_existing and not args.overwrite:
+        while skip < len(paths) and done[skip]:
+            skip += 1
+    if skip == len(paths):
+        print(f"all {len(paths)} frames already done in {outdir}/", file=sys.stderr)
+        return 0
+    args.content = paths[skip]
+    config, first, (style,), params, weights_record, settings = _prepare(args, [args.style])
+    init = args.init
+    if skip:
+        init = load_image(outputs[skip - 1])
+        if init.shape != first.shape:
+            raise NstError(f"{outputs[skip - 1]}: size differs from the frames; remove it or "
+                           "pass --overwrite")
+
+    def frames():
+        for path in paths[skip:]:
+            frame = load_image(path, max_side=args.size, max_pixels=args.max_pixels)
+            if frame.shape != first.shape:
+                raise NstError(f"{path}: {frame.shape[1]}x{frame.shape[0]} px after resizing, "
+                               f"the first frame is {first.shape[1]}x{first.shape[0]}; all "
+                               "frames must have one size")
+            yield frame
+
+    results = stylize_frames(
+        frames(), style, params=params, config=config, init=init,
+        key=_jax_key(args.seed), content_weight=args.content_weight,
+        style_weight=args.style_weight, tv_weight=args.tv_weight,
+        style_layer_weights=args.style_layer_weights, iterations=args.iterations,
+        tol=args.tol, patience=args.patience)
+    start = time.perf_counter()
+    for count, (path, out, result) in enumerate(zip(paths[skip:], outputs[skip:], results), 1):
+        save_image(out, result.image, metadata={
+            "weights": weights_record, "settings": settings, "frame": path.name,
+            "iterations": result.iterations, "status": result.status,
+            "loss": float(result.history["loss"][-1])})
+        if not args.quiet:
+            left = (time.perf_counter() - start) / count * (len(paths) - skip - count)
+            print(f"frame {skip + count}/{len(paths)} {path.name}: {result.iterations} "
+                  f"iterations, loss {result.history['loss'][-1]:.4g} ({result.status}); "
+                  f"ETA {_clock(left)}", file=sys.stderr)
+    print(f"wrote {len(paths) - skip} frames to {outdir}/", file=sys.stderr)
+    return 0
+
+
+def _jax_key(seed: int):
+    import jax
+
+    return jax.random.key(seed)
 
 
 def _save_picture(path: Path, picture) -> None:
