@@ -83,7 +83,6 @@ def stylize_multiscale(
     params,
     sizes: Sequence[int],
     iterations: int | Sequence[int] = 500,
-    style_scale: float = 1.0,
     masks=None,
     init="content",
     key: jax.Array | None = None,
@@ -95,9 +94,9 @@ def stylize_multiscale(
 
     Args:
         content: (H, W, 3) RGB 0-255 at the final size; ``sizes[-1]`` must equal max(H, W).
-        style: one style image or a sequence (RGB 0-255, any size, best at full resolution):
-            at each scale a style image is resized to longest side ``size * style_scale``, so
-            brush strokes keep their size relative to the image.
+        style: one style image or a sequence (RGB 0-255), at the size to use at the final
+            scale: each scale shrinks them by the same factor as the content, so brush strokes
+            keep their size relative to the image.
         sizes: longest side of each scale, increasing (see :func:`pyramid_sizes`).
         iterations: one count for every scale, or one per scale.
         masks: (R, H, W) region masks at the final size (resized to each scale).
@@ -133,8 +132,9 @@ def stylize_multiscale(
         if on_scale is not None:
             on_scale(index, side)
         scaled_content = _resize(content, shape)
+        factor = side / sizes[-1]
         scaled_styles = [
-            _resize(s, _shape_at(s.shape[:2], max(need, round(side * style_scale))))
+            _resize(s, _shape_at(s.shape[:2], max(need, round(max(s.shape[:2]) * factor))))
             for s in styles
         ]
         if image is None:

@@ -74,10 +74,35 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("stylize", help="paint CONTENT in the style of STYLE")
     run.add_argument("content", type=Path, help="content photo")
-    run.add_argument("style", type=Path, help="style image (a painting)")
+    run.add_argument("style", nargs="?", default=None, metavar="STYLE",
+                     help="style image (a painting): PATH[:WEIGHT[:SCALE]]")
     run.add_argument("-o", "--output", type=Path, required=True,
                      help="output image; format from the extension (.png, .jpg, ...)")
     _add_run_options(run, sweep=False)
+    styles = run.add_argument_group("several styles, regions, colour")
+    styles.add_argument("--style", dest="more_styles", action="append", default=[],
+                        metavar="PATH[:WEIGHT[:SCALE]]",
+                        help="another style image (repeat): its blend weight (default 1; "
+                        "weights are normalized) and a factor on --style-scale for it")
+    styles.add_argument("--mask", action="append", default=[], type=Path, metavar="PATH",
+                        help="region mask per style, in the order of the styles (white = "
+                        "painted in that style; guided Gram matrices, Gatys et al. 2017)")
+    styles.add_argument("--label-map", type=Path, default=None, metavar="PATH",
+                        help="one image whose distinct colours (sorted, darkest first) are the "
+                        "regions of styles 1, 2, ... (instead of --mask)")
+    styles.add_argument("--preserve-colors", choices=("luminance", "histogram"), default=None,
+                        help="keep the photo's colours: transfer luminance only, or first "
+                        "match the style's colour statistics to the photo (Gatys et al. 2017)")
+    scales = run.add_argument_group("multi-scale (the route to large images)")
+    scales.add_argument("--scales", type=_int_list, default=None, metavar="LIST",
+                        help="longest side of each scale, increasing, the last = --size, e.g. "
+                        "256,512,1024; each scale starts from the previous result, upsampled")
+    scales.add_argument("--scale-factor", type=float, default=None, metavar="F",
+                        help="instead of --scales: sizes --size / F^k down to --min-size")
+    scales.add_argument("--min-size", type=_positive_int, default=256,
+                        help="smallest scale for --scale-factor (default 256)")
+    scales.add_argument("--scale-iterations", type=_int_list, default=None, metavar="LIST",
+                        help="iterations per scale, e.g. 500,200,100 (default --iterations each)")
     out = run.add_argument_group("extra outputs")
     out.add_argument("--save-every", type=_positive_int, default=None,
                      help="also write OUT_<iteration> images every N iterations")
@@ -166,13 +191,18 @@ def _parser() -> argparse.ArgumentParser:
 def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
     """Options shared by ``stylize`` and ``sweep``; a sweep takes lists for weights and seeds."""
     from ._image import MAX_PIXELS
-    from ._optimize import DEFAULT_STYLE_LAYERS, INITS, LINESEARCHES, OPTIMIZERS
+    from ._optimize import INITS, LINESEARCHES, OPTIMIZERS
+    from ._presets import PRESETS
 
     weight = _float_list if sweep else _nonnegative_float
     listed = " (comma-separated list: one run per value)" if sweep else ""
     run.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    run.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                     help="the conventions of a reference implementation (layers, loss "
+                     "normalizations, weights, optimizer, init, iterations; README table); "
+                     "options given explicitly override it")
     size = run.add_argument_group("size")
-    size.add_argument("--size", type=_positive_int, default=512,
+    size.add_argument("--size", type=_positive_int, default=None,
                       help="longest side of the output in pixels (default 512)")
     size.add_argument("--style-scale", type=float, default=1.0,
                       help="style image longest side = size x this (default 1.0)")
@@ -183,33 +213,34 @@ def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
                       help="refuse runs whose estimated peak memory exceeds this many GB "
                       "(default: the memory available now)")
     loss = run.add_argument_group("objective: alpha*content + beta*style + gamma*TV")
-    loss.add_argument("--content-weight", type=weight, default=[1.0] if sweep else 1.0,
+    loss.add_argument("--content-weight", type=weight, default=None,
                       help="alpha (default 1)" + listed)
-    loss.add_argument("--style-weight", type=weight, default=[1e3] if sweep else 1e3,
+    loss.add_argument("--style-weight", type=weight, default=None,
                       help="beta (default 1e3: alpha/beta = 1e-3, Gatys et al. 2015)" + listed)
-    loss.add_argument("--tv-weight", type=weight, default=[0.0] if sweep else 0.0,
+    loss.add_argument("--tv-weight", type=weight, default=None,
                       help="gamma, squared total variation (default 0)" + listed)
-    loss.add_argument("--content-layers", type=_names, default=("conv4_2",),
+    loss.add_argument("--content-layers", type=_names, default=None,
                       help="comma-separated (default conv4_2)")
-    loss.add_argument("--style-layers", type=_names, default=DEFAULT_STYLE_LAYERS,
+    loss.add_argument("--style-layers", type=_names, default=None,
                       help="comma-separated (default conv1_1,conv2_1,conv3_1,conv4_1,conv5_1)")
     loss.add_argument("--style-layer-weights", type=_floats, default=None,
                       help="comma-separated, one per style layer (default 1/L each)")
-    loss.add_argument("--pooling", choices=("max", "avg"), default="max")
+    loss.add_argument("--pooling", choices=("max", "avg"), default=None, help="default max")
     opt = run.add_argument_group("optimization")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="jaxopt-lbfgs")
-    opt.add_argument("--iterations", type=_positive_int, default=1000,
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                     help="default jaxopt-lbfgs")
+    opt.add_argument("--iterations", type=_positive_int, default=None,
                      help="maximum optimizer iterations (default 1000)")
-    opt.add_argument("--history-size", type=_positive_int, default=10,
+    opt.add_argument("--history-size", type=_positive_int, default=None,
                      help="L-BFGS history (default 10)")
-    opt.add_argument("--linesearch", choices=LINESEARCHES, default="backtracking",
+    opt.add_argument("--linesearch", choices=LINESEARCHES, default=None,
                      help="jaxopt L-BFGS line search (default backtracking)")
     opt.add_argument("--learning-rate", type=float, default=10.0, help="Adam only (default 10)")
-    opt.add_argument("--tol", type=_nonnegative_float, default=1e-4,
+    opt.add_argument("--tol", type=_nonnegative_float, default=None,
                      help="stop when the relative loss decrease stays below this (0: never)")
     opt.add_argument("--patience", type=_positive_int, default=10,
                      help="... for this many iterations in a row (default 10)")
-    opt.add_argument("--init", choices=INITS, default="content")
+    opt.add_argument("--init", choices=INITS, default=None, help="default content")
     opt.add_argument("--seed", type=_int_list if sweep else int, default=[0] if sweep else 0,
                      help="seeds the noise init and random weights" + listed)
     opt.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
@@ -221,6 +252,52 @@ def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
                      help="PATH | imagenet | random | auto (default: local file, else download, "
                      "else random with a warning)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+#: Built-in defaults of the options a preset may set (None in argparse, so an explicit value
+#: can be told apart from a default and win over the preset).
+_DEFAULTS = {
+    "size": 512, "content_weight": 1.0, "style_weight": 1e3, "tv_weight": 0.0,
+    "content_layers": ("conv4_2",),
+    "style_layers": ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
+    "style_layer_weights": None, "pooling": "max", "optimizer": "jaxopt-lbfgs",
+    "iterations": 1000, "history_size": 10, "linesearch": "backtracking", "tol": 1e-4,
+    "init": "content",
+}
+_LISTED = ("content_weight", "style_weight", "tv_weight")  # lists in `sweep`
+
+
+def _apply_preset(args) -> None:
+    """Fill every option left unset: from ``--preset`` where it has a value, else the built-in
+    default. Config fields without a flag (layer outputs, loss normalizations, ...) go to
+    ``args.preset_config``, per-content-layer weights to ``args.content_layer_weights``."""
+    from ._presets import get_preset
+
+    preset = get_preset(args.preset) if args.preset else None
+    values = dict(_DEFAULTS)
+    args.preset_config, args.content_layer_weights = {}, None
+    if preset is not None:
+        values["size"] = preset.size
+        for key, value in {**preset.config_kwargs, **preset.run_kwargs}.items():
+            if key in values:
+                values[key] = tuple(value) if isinstance(value, (list, tuple)) and key.endswith(
+                    "layers") else value
+            elif key == "content_layer_weights":
+                args.content_layer_weights = list(value)
+            elif key not in ("patience",):
+                args.preset_config[key] = value
+    explicit_layers = args.style_layers is not None
+    for key, value in values.items():
+        if getattr(args, key) is None:
+            listed = args.command == "sweep" and key in _LISTED
+            setattr(args, key, [value] if listed else value)
+    if preset is not None and explicit_layers and args.style_layer_weights is not None and len(
+            args.style_layer_weights) != len(args.style_layers):
+        raise NstError(f"--preset {preset.name} weighs {len(args.style_layer_weights)} style "
+                       f"layers; with --style-layers give --style-layer-weights too")
+    if preset is not None and args.content_layer_weights is not None and len(
+            args.content_layer_weights) != len(args.content_layers):
+        args.content_layer_weights = None  # the content layers were changed explicitly
 
 
 def _float_list(text: str) -> list[float]:
@@ -247,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM ends a run like Ctrl-C does: the last good image is saved before exiting.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if args.command in ("stylize", "sweep", "stylize-frames"):
+            _apply_preset(args)
         if args.command == "stylize":
             return _stylize(args)
         if args.command == "sweep":
@@ -342,7 +421,8 @@ def _check_outputs(args) -> list[Path]:
     if args.checkpoint is not None:
         outputs.append(args.checkpoint)
     for path in outputs:
-        for source in (args.content, args.style):
+        for source in (args.content, *args.style_paths, *args.mask,
+                       *([args.label_map] if args.label_map else [])):
             if _same_file(path, source):
                 raise ImageError(f"{path}: output would overwrite the input {source}")
     # The checkpoint first: when it exists, --resume is likely what the user wants.
@@ -454,7 +534,7 @@ def _prepare(args, styles: list[Path], scales: Sequence[float] | None = None):
     ``scales``: per style image, a factor on ``--style-scale`` (``PATH:WEIGHT:SCALE``)."""
     from ._memory import check_fits
     from ._optimize import StyleConfig
-    from ._vgg import min_image_side
+    from ._vgg import CAFFE, min_image_side
 
     if not (args.style_scale > 0 and math.isfinite(args.style_scale)):
         raise NstError(f"--style-scale must be a positive number, got {args.style_scale}")
@@ -463,7 +543,7 @@ def _prepare(args, styles: list[Path], scales: Sequence[float] | None = None):
             content_layers=args.content_layers, style_layers=args.style_layers,
             pooling=args.pooling, optimizer=args.optimizer, history_size=args.history_size,
             linesearch=args.linesearch, learning_rate=args.learning_rate, dtype=args.dtype,
-            remat=args.remat,
+            remat=args.remat, **args.preset_config,
         )
     except ValueError as err:
         raise NstError(str(err)) from None
@@ -487,23 +567,190 @@ def _prepare(args, styles: list[Path], scales: Sequence[float] | None = None):
                            f"layers used need at least {need} px per side (raise --size)")
     seed = args.seed if isinstance(args.seed, int) else args.seed[0]
     source = resolve_weights(args.weights, seed=seed)
-    # The input convention comes from the weights file, never from a flag.
-    config = dataclasses.replace(config, preprocessing=source.preprocessing)
+    # The input convention comes from the weights file, never from a flag. A preset may refine
+    # the Caffe convention (neural-style feeds 0-256), never replace another one.
+    if "preprocessing" not in args.preset_config:
+        config = dataclasses.replace(config, preprocessing=source.preprocessing)
+    elif source.preprocessing != CAFFE:
+        raise NstError(f"--preset {args.preset} needs Caffe-convention (BGR 0-255) weights, but "
+                       f"{source.path} expects {source.preprocessing.channel_order} input")
     record = {"source": source.source, "path": source.path, "md5": source.md5,
               "seed": source.seed, "preprocessing": source.preprocessing.as_dict()}
     settings = {k: (str(v) if isinstance(v, Path) else
                     [str(x) for x in v] if isinstance(v, list) and v and isinstance(v[0], Path)
                     else v)
                 for k, v in vars(args).items()
-                if k not in ("command", "output", "log", "quiet", "overwrite")}
+                if k not in ("command", "output", "log", "quiet", "overwrite", "preset_config")}
     print(f"{args.content.name} + {', '.join(p.name for p in styles)} -> {args.output} "
           f"({content.shape[1]}x{content.shape[0]} px, weights: {source.source}"
           f"{' ' + source.path if source.path else ''}); compiling...", file=sys.stderr)
     return config, content, images, source.params, record, settings
 
 
+def _style_inputs(args) -> list[tuple[Path, float, float]]:
+    """The style images of ``stylize``: the positional STYLE and every ``--style``, parsed as
+    ``PATH[:WEIGHT[:SCALE]]``, with the region and multi-scale options checked against them."""
+    texts = ([args.style] if args.style else []) + list(args.more_styles)
+    if not texts:
+        raise NstError("no style image: give STYLE (or --style PATH, repeated for a blend)")
+    try:
+        specs = [_style_spec(text) for text in texts]
+    except argparse.ArgumentTypeError as err:
+        raise NstError(str(err)) from None
+    if len(specs) > 1 and not args.mask and not args.label_map and not sum(
+            w for _, w, _ in specs) > 0:
+        raise NstError("the style blend weights are all 0")
+    if args.mask and args.label_map:
+        raise NstError("give either --mask (one per style) or --label-map, not both")
+    if args.mask and len(args.mask) != len(specs):
+        raise NstError(f"{len(args.mask)} --mask images for {len(specs)} styles: give one mask "
+                       "per style, in the same order")
+    if args.scales is not None or args.scale_factor is not None:
+        for flag, value in (("--resume", args.resume), ("--checkpoint-every",
+                            args.checkpoint_every), ("--checkpoint", args.checkpoint),
+                            ("--save-every", args.save_every)):
+            if value:
+                raise NstError(f"{flag} works for single-scale runs only, not with --scales / "
+                               "--scale-factor")
+    return specs
+
+
+def _scale_sizes(args) -> list[int] | None:
+    """Multi-scale sizes from ``--scales`` or ``--scale-factor``/``--min-size``; None if off."""
+    from ._multiscale import pyramid_sizes
+
+    if args.scales is not None and args.scale_factor is not None:
+        raise NstError("give either --scales or --scale-factor, not both")
+    if args.scales is not None:
+        sizes = list(args.scales)
+        if sizes[-1] != args.size:
+            sizes.append(args.size)
+        if sizes != sorted(set(sizes)) or sizes[0] < 1:
+            raise NstError(f"--scales must increase up to --size {args.size}, got {args.scales}")
+    elif args.scale_factor is not None:
+        if not (args.scale_factor > 1 and math.isfinite(args.scale_factor)):
+            raise NstError(f"--scale-factor must be > 1, got {args.scale_factor}")
+        sizes = pyramid_sizes(args.size, factor=args.scale_factor, min_size=args.min_size)
+    else:
+        if args.scale_iterations is not None:
+            raise NstError("--scale-iterations needs --scales or --scale-factor")
+        return None
+    counts = args.scale_iterations or [args.iterations] * len(sizes)
+    if len(counts) != len(sizes) or min(counts) < 1:
+        raise NstError(f"--scale-iterations: {len(counts)} positive counts needed for the scales "
+                       f"{sizes}")
+    args.scale_iterations = counts
+    return sizes
+
+
 def _stylize(args) -> int:
-    import jax
+    import numpy as np
+
+    from ._checkpoint import remove_stray_temporaries
+    from ._color import luminance_images, match_color, recombine_luminance
+    from ._image import load_label_map, load_masks
+
+    specs = _style_inputs(args)
+    args.style_paths = [path for path, _, _ in specs]
+    sizes = _scale_sizes(args)
+    _check_outputs(args)
+    if args.checkpoint is not None:
+        # A SIGKILLed writer cannot remove its temporary file; this run owns those names.
+        remove_stray_temporaries(args.output, args.checkpoint)
+    config, content, styles, params, weights_record, settings = _prepare(
+        args, args.style_paths, [scale for _, _, scale in specs])
+    photo = content
+    masks = None
+    if args.mask:
+        masks = load_masks(args.mask, content.shape[:2], max_pixels=args.max_pixels)
+    elif args.label_map is not None:
+        masks = load_label_map(args.label_map, content.shape[:2], len(styles),
+                               max_pixels=args.max_pixels)
+    if args.preserve_colors == "histogram":
+        # Gatys et al. 2017, Sec. 5.1: the style's colours are mapped onto the photo's first.
+        styles = [np.asarray(match_color(style, photo)) for style in styles]
+    elif args.preserve_colors == "luminance":
+        # Sec. 5.2: transfer on luminance only; the photo's chroma is put back at the end.
+        pairs = [luminance_images(photo, style) for style in styles]
+        content = np.asarray(pairs[0][0])
+        styles = [np.asarray(style) for _, style in pairs]
+
+    def finish(image):
+        image = np.clip(np.asarray(image), 0, 255)
+        if args.preserve_colors == "luminance":
+            image = np.asarray(recombine_luminance(image, photo))
+        return image
+
+    blend = [w for _, w, _ in specs] if len(specs) > 1 and masks is None else None
+    run = {"params": params, "config": config, "content_weight": args.content_weight,
+           "style_weight": args.style_weight, "tv_weight": args.tv_weight,
+           "style_layer_weights": args.style_layer_weights,
+           "content_layer_weights": args.content_layer_weights, "style_blend": blend,
+           "masks": masks, "init": args.init, "key": _jax_key(args.seed), "tol": args.tol,
+           "patience": args.patience}
+    if sizes is not None:
+        return _run_multiscale(args, content, styles, run, sizes, finish, weights_record,
+                               settings)
+    return _run_single(args, content, styles, run, finish, weights_record, settings, specs)
+
+
+def _run_multiscale(args, content, styles, run, sizes, finish, weights_record,
+                    settings) -> int:
+    import numpy as np
+
+    from ._multiscale import _resize, stylize_multiscale
+
+    latest: dict[str, Any] = {}
+    bars: list[_Progress] = []
+
+    def on_scale(index, size):
+        bars.append(_Progress(args.scale_iterations[index], args.quiet))
+        print(f"scale {index + 1}/{len(sizes)}: {size} px, {args.scale_iterations[index]} "
+              "iterations", file=sys.stderr)
+
+    def callback(state, records):
+        latest["image"] = np.asarray(state.image)
+        bars[-1].update(int(state.iteration), float(state.loss), np.asarray(state.terms),
+                        int(state.evaluations))
+        return False
+
+    try:
+        result = stylize_multiscale(content, styles, sizes=sizes,
+                                    iterations=args.scale_iterations, on_scale=on_scale,
+                                    callback=callback, **run)
+    except KeyboardInterrupt:
+        if "image" in latest:
+            image = finish(_resize(latest["image"], content.shape[:2]))
+            save_image(args.output, image, metadata={
+                "weights": weights_record, "settings": settings, "status": "interrupted",
+                "scale": len(bars)})
+            print(f"\n{_PROG}: interrupted at scale {len(bars)}; saved its latest image "
+                  f"(upsampled) to {args.output}", file=sys.stderr)
+        raise
+    for bar, scale in zip(bars, result.scales):
+        history = scale.history
+        bar.update(scale.iterations, float(history["loss"][-1]),
+                   [history[name][-1] for name in ("content", "style", "tv")],
+                   scale.evaluations, final=True)
+    summary = {"sizes": sizes, "iterations": [r.iterations for r in result.scales],
+               "evaluations": [r.evaluations for r in result.scales],
+               "status": result.scales[-1].status,
+               "loss": float(result.scales[-1].history["loss"][-1]),
+               "compile_seconds": round(sum(r.compile_seconds for r in result.scales), 3)}
+    save_image(args.output, finish(result.image),
+               metadata={"weights": weights_record, "settings": settings, **summary})
+    if args.log is not None:
+        _write_json(args.log, {
+            "nst_jax": __version__, "weights": weights_record, "settings": settings, **summary,
+            "scales": [{"size": size, "history": {k: np.asarray(v).tolist()
+                                                  for k, v in r.history.items()}}
+                       for size, r in zip(sizes, result.scales)]})
+    print(f"{summary['status']}: scales {sizes}, {sum(summary['iterations'])} iterations; "
+          f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _run_single(args, content, styles, run, finish, weights_record, settings, specs) -> int:
     import numpy as np
 
     from ._checkpoint import (
@@ -513,22 +760,22 @@ def _stylize(args) -> int:
         load_checkpoint,
         meta_differences,
         read_checkpoint_meta,
-        remove_stray_temporaries,
         save_checkpoint,
     )
     from ._optimize import stylize
 
-    _check_outputs(args)
+    config = run["config"]
     checkpoint = args.checkpoint  # None: no checkpoints
-    if checkpoint is not None:
-        # A SIGKILLed writer cannot remove its temporary file; this run owns those names.
-        remove_stray_temporaries(args.output, checkpoint)
-    config, content, (style,), params, weights_record, settings = _prepare(args, [args.style])
     run_meta: dict[str, Any] = {}
     if checkpoint is not None:
         # What must be equal for a resumed run to continue the same optimization.
         run_meta = {
-            "content": file_fingerprint(args.content), "style": file_fingerprint(args.style),
+            "content": file_fingerprint(args.content),
+            "style": [file_fingerprint(path) for path in args.style_paths],
+            "style_blend": [[w, scale] for _, w, scale in specs],
+            "masks": [file_fingerprint(path) for path in args.mask] + (
+                [file_fingerprint(args.label_map)] if args.label_map else []),
+            "preserve_colors": args.preserve_colors, "preset": args.preset,
             "size": args.size, "style_scale": args.style_scale,
             "image_shape": list(content.shape), "config": config_dict(config),
             "loss_weights": {"content": args.content_weight, "style": args.style_weight,
@@ -541,13 +788,9 @@ def _stylize(args) -> int:
             raise NstError(f"{checkpoint}: the checkpoint belongs to a different run: "
                            f"{'; '.join(differences)}. Resume with the original inputs and "
                            "settings, or pass --overwrite without --resume to start again")
-    run = {"params": params, "config": config, "content_weight": args.content_weight,
-           "style_weight": args.style_weight, "tv_weight": args.tv_weight,
-           "style_layer_weights": args.style_layer_weights, "init": args.init,
-           "key": jax.random.key(args.seed), "tol": args.tol, "patience": args.patience}
     # Iteration 0 first (this compiles): a fresh and a resumed run then continue alike from a
     # state, bit for bit (the history is kept here, so a checkpoint can hold it).
-    first = stylize(content, style, **run, iterations=0)
+    first = stylize(content, styles, **run, iterations=0)
     state, history = first.state, first.history
     if args.resume:
         state, history, _ = load_checkpoint(checkpoint, first.state)
@@ -559,7 +802,7 @@ def _stylize(args) -> int:
                               "saved": done // args.save_every if args.save_every else 0}
 
     def image_of(state):
-        return np.clip(np.asarray(state.image), 0, 255)
+        return finish(state.image)
 
     def write_checkpoint(state, history):
         save_checkpoint(checkpoint, state, history=history, meta=run_meta)
@@ -591,7 +834,7 @@ def _stylize(args) -> int:
     # Chunks must end on multiples of both --save-every and --checkpoint-every.
     every = math.gcd(*[n for n in (args.save_every, args.checkpoint_every) if n]) or None
     try:
-        result = stylize(content, style, **run, iterations=args.iterations, state=state,
+        result = stylize(content, styles, **run, iterations=args.iterations, state=state,
                          callback=callback, save_every=every)
     except KeyboardInterrupt:
         state, history = latest["state"], latest["history"]
@@ -623,7 +866,7 @@ def _stylize(args) -> int:
     if checkpoint is not None and latest["checkpointed"] != result.iterations:
         # Kept after a normal end: a later --resume with more --iterations extends the run.
         write_checkpoint(result.state, history)
-    save_image(args.output, result.image,
+    save_image(args.output, finish(result.image),
                metadata={"weights": weights_record, "settings": settings, **summary})
     if args.log is not None:
         _write_json(args.log, {
@@ -791,7 +1034,8 @@ def _frames(args) -> int:
         frames(), style, params=params, config=config, init=init,
         key=_jax_key(args.seed), content_weight=args.content_weight,
         style_weight=args.style_weight, tv_weight=args.tv_weight,
-        style_layer_weights=args.style_layer_weights, iterations=args.iterations,
+        style_layer_weights=args.style_layer_weights,
+        content_layer_weights=args.content_layer_weights, iterations=args.iterations,
         tol=args.tol, patience=args.patience)
     start = time.perf_counter()
     for count, (path, out, result) in enumerate(zip(paths[skip:], outputs[skip:], results), 1):
