@@ -112,7 +112,7 @@ _PRESETS = (
             "tv_form": "squared",
             "optimizer": "jaxopt-lbfgs",
             "history_size": 10,
-            "linesearch": "backtracking",
+            "linesearch": "none",
         },
         run_kwargs={
             "content_weight": 1.0,
@@ -139,7 +139,7 @@ _PRESETS = (
             "optimizer": f"{_GATYS}: L-BFGS, which the authors found to work best for image "
                          "synthesis",
             "history_size": "not specified in the paper; nst_jax's default (10)",
-            "linesearch": "not specified in the paper; nst_jax's default (backtracking)",
+            "linesearch": "not specified in the paper; nst_jax's default (none: fixed step 1)",
             "content_weight": f"{_GATYS}, Sec. 3 / Fig. 3 B: alpha/beta = 1e-3 (alpha = 1)",
             "style_weight": f"{_GATYS}, Sec. 3 / Fig. 3 B: alpha/beta = 1e-3 (beta = 1e3)",
             "tv_weight": f"{_GATYS}: the objective is alpha L_content + beta L_style, no TV "
