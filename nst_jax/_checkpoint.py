@@ -27,7 +27,6 @@ import glob
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import NstError
-from ._image import publish
+from ._image import atomic_file
 from ._optimize import OptState, StyleConfig, init_state, loss_weights, make_targets
 
 FORMAT = "nst_jax checkpoint"
@@ -93,24 +92,8 @@ def save_checkpoint(path: str | os.PathLike, state: OptState, *,
         "key_impls": key_impls, **meta,
     }
     arrays["meta"] = np.frombuffer(json.dumps(full_meta).encode(), np.uint8)
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise NstError(f"{path}: cannot write checkpoint ({err})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            # Durable before the rename: after a crash the name points at complete data.
-            os.fsync(handle.fileno())
-        publish(tmp, path)
-    except BaseException as err:
-        # KeyboardInterrupt included: never leave a half-written temporary file behind.
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise NstError(f"{path}: cannot write checkpoint ({err})") from None
-        raise
+    with atomic_file(path, NstError, "checkpoint") as handle:
+        np.savez(handle, **arrays)
     return path
 
 

@@ -234,29 +234,45 @@ def save_image(
             options["pnginfo"] = info
     if fmt == "JPEG":
         options["quality"] = 95
+    with atomic_file(path, ImageError, "image") as handle:
+        try:
+            img.save(handle, format=fmt, **options)
+        except (TypeError, KeyError):
+            # Formats that take no EXIF: the pixels still matter more than the metadata.
+            handle.seek(0)
+            handle.truncate()
+            img.save(handle, format=fmt)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, error: type[Exception] = OSError, what: str = "file"):
+    """Write ``path`` all-or-nothing: yields a binary handle on a temporary file in the same
+    folder, which is flushed, fsynced and renamed over ``path`` (:func:`publish`) when the block
+    ends normally, and removed on any exception (KeyboardInterrupt included). A reader, or a run
+    killed mid-write, only ever sees the complete old or the complete new file.
+
+    Raises:
+        ``error`` ("PATH: cannot write <what> (...)") for an OSError while writing.
+    """
+    path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
-        raise ImageError(f"{path}: cannot write image ({err})") from None
+        raise error(f"{path}: cannot write {what} ({err})") from None
     try:
-        with os.fdopen(fd, "wb") as handle:
-            try:
-                img.save(handle, format=fmt, **options)
-            except (TypeError, KeyError):
-                # Formats that take no EXIF: the pixels still matter more than the metadata.
-                handle.seek(0)
-                handle.truncate()
-                img.save(handle, format=fmt)
+        with os.fdopen(fd, "w+b") as handle:  # readable too: h5py writes through it
+            yield handle
             handle.flush()
+            # Durable before the rename: after a crash the name points at complete data.
             os.fsync(handle.fileno())
         publish(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise ImageError(f"{path}: cannot write image ({err})") from None
+        if isinstance(err, OSError) and not isinstance(err, error):
+            raise error(f"{path}: cannot write {what} ({err})") from None
         raise
-    return path
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import WeightsError
-from ._image import publish
+from ._image import atomic_file, publish
 from ._vgg import CAFFE, KERAS_LAYERS, Preprocessing, param_shapes, random_vgg19_params
 
 FILENAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -128,39 +128,31 @@ def save_vgg19_params(path: str | os.PathLike, params, *,
     (e.g. the source a file was converted from).
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
     layers = ["input_1"]
     for name in KERAS_LAYERS:
         layers.append(name)
         block = name.split("_")[0]
         if name == [n for n in KERAS_LAYERS if n.startswith(block + "_")][-1]:
             layers.append(f"{block}_pool")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as handle:
-            handle.attrs["layer_names"] = np.array([n.encode() for n in layers])
-            handle.attrs["backend"] = b"tensorflow"
-            handle.attrs["keras_version"] = b"2.1.5"
-            for key, value in preprocessing.as_dict().items():
-                handle.attrs[key] = value.encode() if isinstance(value, str) else np.asarray(
-                    value, np.float64)
-            for key, value in (attrs or {}).items():
-                handle.attrs[key] = value.encode() if isinstance(value, str) else value
-            for name in layers:
-                group = handle.create_group(name)
-                if name not in KERAS_LAYERS:
-                    group.attrs["weight_names"] = np.array([], dtype="S1")
-                    continue
-                names = [f"{name}_W_1:0", f"{name}_b_1:0"]
-                group.attrs["weight_names"] = np.array([n.encode() for n in names])
-                for role, dataset in zip(("kernel", "bias"), names):
-                    group.create_dataset(
-                        dataset, data=np.asarray(params["params"][name][role], np.float32))
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, WeightsError, "weights") as stream, h5py.File(stream, "w") as handle:
+        handle.attrs["layer_names"] = np.array([n.encode() for n in layers])
+        handle.attrs["backend"] = b"tensorflow"
+        handle.attrs["keras_version"] = b"2.1.5"
+        for key, value in preprocessing.as_dict().items():
+            handle.attrs[key] = value.encode() if isinstance(value, str) else np.asarray(
+                value, np.float64)
+        for key, value in (attrs or {}).items():
+            handle.attrs[key] = value.encode() if isinstance(value, str) else value
+        for name in layers:
+            group = handle.create_group(name)
+            if name not in KERAS_LAYERS:
+                group.attrs["weight_names"] = np.array([], dtype="S1")
+                continue
+            names = [f"{name}_W_1:0", f"{name}_b_1:0"]
+            group.attrs["weight_names"] = np.array([n.encode() for n in names])
+            for role, dataset in zip(("kernel", "bias"), names):
+                group.create_dataset(
+                    dataset, data=np.asarray(params["params"][name][role], np.float32))
     return path
 
 
