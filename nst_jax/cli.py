@@ -10,7 +10,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from . import __version__
 from ._errors import ImageError, NstError, WeightsError
-from ._image import check_writable, load_image, publish, save_image
+from ._image import atomic_file, check_writable, load_image, save_image
 from ._weights import (
     ENV_VAR,
     FILENAME,
@@ -234,7 +233,8 @@ def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
     opt.add_argument("--history-size", type=_positive_int, default=None,
                      help="L-BFGS history (default 10)")
     opt.add_argument("--linesearch", choices=LINESEARCHES, default=None,
-                     help="jaxopt L-BFGS line search (default backtracking)")
+                     help="jaxopt L-BFGS line search (default none: fixed step 1, one evaluation per "
+                     "iteration)")
     opt.add_argument("--learning-rate", type=float, default=10.0, help="Adam only (default 10)")
     opt.add_argument("--tol", type=_nonnegative_float, default=None,
                      help="stop when the relative loss decrease stays below this (0: never)")
@@ -261,7 +261,7 @@ _DEFAULTS = {
     "content_layers": ("conv4_2",),
     "style_layers": ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
     "style_layer_weights": None, "pooling": "max", "optimizer": "jaxopt-lbfgs",
-    "iterations": 1000, "history_size": 10, "linesearch": "backtracking", "tol": 1e-4,
+    "iterations": 1000, "history_size": 10, "linesearch": "none", "tol": 1e-4,
     "init": "content",
 }
 _LISTED = ("content_weight", "style_weight", "tv_weight")  # lists in `sweep`
@@ -456,15 +456,8 @@ def _check_outputs(args) -> list[Path]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, NstError, "JSON") as handle:
+        handle.write(json.dumps(data, indent=1).encode())
 
 
 class _Progress:
