@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ._distributed import check_same_on_every_process, put, to_host
 from ._optimize import (
     _BOUNDS,
     RUNNING,
@@ -174,6 +175,13 @@ def stylize_batch(
     padded to a multiple of the device count with copies of run 0 (dropped from the result).
     With one device this is plain vmap. Results equal a Python loop of :func:`stylize` calls.
 
+    Several processes (after ``jax.distributed.initialize``; on CPU with
+    ``jax_cpu_collectives_implementation="gloo"``): pass ``devices=jax.devices()`` and make the
+    same call with the same arguments on every process (checked: a ValueError names the
+    arguments that differ). Each process computes its devices' lanes and every process returns
+    the whole result. The callback's ``records`` are then NumPy copies of all lanes, but its
+    ``state`` holds global arrays (read them with ``jax.experimental.multihost_utils``).
+
     Changing any weight value, seed or style *content* of the same shapes reuses the compiled
     program (a memo keyed on shapes and static settings).
     """
@@ -203,6 +211,18 @@ def stylize_batch(
         raise ValueError(f"style_index must be in [0, {len(styles)}), got {index.tolist()}")
     seeds = np.broadcast_to(np.arange(batch) if seeds is None else np.asarray(seeds), (batch,))
 
+    devices = list(devices) if devices is not None else jax.local_devices()
+    mesh = Mesh(np.array(devices), ("batch",))
+    lanes = NamedSharding(mesh, PartitionSpec("batch"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    if not lanes.is_fully_addressable:
+        check_same_on_every_process({
+            "content": content, "styles": styles, "params": params, "config": config,
+            "content_weight": weights.content, "style_weight": weights.style,
+            "tv_weight": weights.tv, "style_layer_weights": weights.style_layers,
+            "style_index": index, "seeds": seeds, "init": init, "iterations": iterations,
+            "tol": tol, "patience": patience})
+
     start = time.perf_counter()
     per_style = [make_targets(params, content, style, config) for style in styles]
     content_features = per_style[0].content_features
@@ -214,17 +234,12 @@ def stylize_batch(
         for i, seed in zip(index, seeds)
     ])
 
-    devices = list(devices) if devices is not None else jax.local_devices()
     padded = -(-batch // len(devices)) * len(devices)
     pad = lambda x: jnp.concatenate([x, jnp.repeat(x[:1], padded - batch, 0)])
-    mesh = Mesh(np.array(devices), ("batch",))
-    lanes = NamedSharding(mesh, PartitionSpec("batch"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    images, weights, index = jax.device_put(jax.tree.map(pad, (images, weights, jnp.asarray(index))),
-                                            lanes)
-    shared = jax.device_put((params, content_features, style_grams), replicated)
-    limits = jax.device_put(
-        (jnp.int32(iterations), jnp.float32(tol), jnp.int32(max(patience, 1))), replicated)
+    images, weights, index = put(jax.tree.map(pad, (images, weights, jnp.asarray(index))), lanes)
+    shared = put((params, content_features, style_grams), replicated)
+    limits = put((jnp.int32(iterations), jnp.float32(tol), jnp.int32(max(patience, 1))),
+                 replicated)
 
     init_fn, init_seconds = compile_cached(
         _batched_init, (images, weights, index, *shared), config=config, lanes=lanes)
@@ -238,10 +253,10 @@ def stylize_batch(
         compile_seconds=init_seconds + run_seconds, callback=callback)
     keep = slice(0, batch)
     return BatchResult(
-        images=np.clip(np.asarray(state.image)[keep], *_BOUNDS),
+        images=np.clip(to_host(state.image)[keep], *_BOUNDS),
         history={k: (v if k == "seconds" else v[:, keep]) for k, v in history.items()},
-        iterations=np.asarray(state.iteration)[keep],
-        evaluations=np.asarray(state.evaluations)[keep],
+        iterations=to_host(state.iteration)[keep],
+        evaluations=to_host(state.evaluations)[keep],
         status=[status_name(int(code)) for code in np.asarray(status)[keep]],
         compile_seconds=init_seconds + run_seconds,
         devices=len(devices),
