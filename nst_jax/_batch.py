@@ -253,7 +253,7 @@ def stylize_batch(
         compile_seconds=init_seconds + run_seconds, callback=callback)
     keep = slice(0, batch)
     return BatchResult(
-        images=np.clip(to_host(state.image)[keep], *_BOUNDS),
+        images=np.clip(to_host(state.best_image)[keep], *_BOUNDS),
         history={k: (v if k == "seconds" else v[:, keep]) for k, v in history.items()},
         iterations=to_host(state.iteration)[keep],
         evaluations=to_host(state.evaluations)[keep],

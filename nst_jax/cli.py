@@ -702,7 +702,7 @@ def _run_multiscale(args, content, styles, run, sizes, finish, weights_record,
               "iterations", file=sys.stderr)
 
     def callback(state, records):
-        latest["image"] = np.asarray(state.image)
+        latest["image"] = np.asarray(state.best_image)
         bars[-1].update(int(state.iteration), float(state.loss), np.asarray(state.terms),
                         int(state.evaluations))
         return False
@@ -755,7 +755,7 @@ def _run_single(args, content, styles, run, finish, weights_record, settings, sp
         read_checkpoint_meta,
         save_checkpoint,
     )
-    from ._optimize import stylize
+    from ._optimize import NONFINITE, stylize
 
     config = run["config"]
     checkpoint = args.checkpoint  # None: no checkpoints
@@ -795,7 +795,7 @@ def _run_single(args, content, styles, run, finish, weights_record, settings, sp
                               "saved": done // args.save_every if args.save_every else 0}
 
     def image_of(state):
-        return finish(state.image)
+        return finish(state.best_image)
 
     def write_checkpoint(state, history):
         save_checkpoint(checkpoint, state, history=history, meta=run_meta)
@@ -869,8 +869,15 @@ def _run_single(args, content, styles, run, finish, weights_record, settings, sp
         })
     kept = (f"; checkpoint {checkpoint} (add --resume and more --iterations to continue)"
             if checkpoint is not None else "")
+    best = float(result.state.best_loss)
+    if int(result.state.status) == NONFINITE:
+        print(f"{_PROG}: error: the loss became NaN or infinite at iteration "
+              f"{result.iterations + 1}; wrote the best image so far (loss {best:.4g}) to "
+              f"{args.output}. Try a smaller --style-weight or --learning-rate, "
+              "--linesearch backtracking, or --dtype float32", file=sys.stderr)
+        return 1
     print(f"{result.status}: {result.iterations} iterations, {result.evaluations} evaluations, "
-          f"loss {history['loss'][0]:.4g} -> {history['loss'][-1]:.4g}; wrote {args.output}"
+          f"loss {history['loss'][0]:.4g} -> {best:.4g}; wrote {args.output}"
           f"{kept}", file=sys.stderr)
     return 0
 

@@ -86,7 +86,8 @@ def test_round_trip_is_exact(optimizer, images, random_params, tmp_path):
 
 def test_prng_key_leaves_round_trip(tmp_path):
     key = jax.random.split(jax.random.key(7), 2)
-    state = OptState(np.zeros((2, 2, 3), np.float32), (key,), *[np.int32(i) for i in range(6)])
+    state = OptState(np.zeros((2, 2, 3), np.float32), (key,), *[np.int32(i) for i in range(6)],
+                     np.zeros((2, 2, 3), np.float32), np.float32(0))
     path = tmp_path / "key.npz"
     save_checkpoint(path, state, history={}, meta={})
     for template in (state, jax.eval_shape(lambda: state)):

@@ -380,6 +380,14 @@ def test_zero_tol_disables_early_stopping_even_if_the_loss_rises(random_params, 
     assert np.any(np.diff(result.history["loss"]) > 0), "precondition: the loss rose once"
     assert result.iterations == 5, (result.iterations, result.status)
     assert "iteration limit" in result.status
+    # The result is the best image of the run, not the last one, when the loss rose at the end.
+    history = result.history["loss"]
+    assert float(result.state.best_loss) == history.min()
+    np.testing.assert_array_equal(result.image, np.clip(np.asarray(result.state.best_image),
+                                                        0, 255))
+    best = int(np.argmin(history))
+    if best != len(history) - 1:
+        assert not np.array_equal(result.image, np.asarray(result.state.image))
 
 
 # ------------------------------------------------------------------------ weights never compile

@@ -179,3 +179,16 @@ def test_frames_share_grams_and_warm_start(random_params, images, monkeypatch):
     with pytest.raises(ValueError, match="one size"):
         list(stylize_frames([content, content[:16]], starry, params=random_params,
                             config=CONFIG, iterations=1))
+
+
+def test_warm_start_caps_the_first_step(random_params, images):
+    """A fixed-step L-BFGS-B's first move from B_0 = I throws pixels onto the bounds; from a
+    warm start (an image as init: the coarse scale, the previous frame) it is capped."""
+    content, starry, _ = images
+    kwargs = {"params": random_params, "config": CONFIG, "iterations": 1, "tol": 0.0}
+    cold = stylize(content, starry, init="content", **kwargs)
+    warm = stylize(content, starry, init=content, **kwargs)
+    assert cold.history["loss"][0] == warm.history["loss"][0]  # the same starting image
+    moved = np.abs(np.asarray(warm.state.image) - content).max()
+    assert 0 < moved <= 32.0 + 1e-3
+    assert np.abs(np.asarray(cold.state.image) - content).max() > 100
