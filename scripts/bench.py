@@ -506,7 +506,8 @@ def batched_probe(params, size: int, batch: int, iterations: int) -> None:
     so the parent can tell how long the loop had run if it has to kill this process."""
     content, style = load_pair(size)
     weights = sweep_weights(batch)
-    common = {"params": params, "style_weight": weights, "tol": 0.0}
+    # vmap explicitly: mode="auto" would turn large CPU sweeps into the sequential loop.
+    common = {"params": params, "style_weight": weights, "tol": 0.0, "mode": "vmap"}
     warm = stylize_batch(content, [style], iterations=0, **common)
     loop_start = time.monotonic()
     emit("compiled", compile_s=warm.compile_seconds, loop_start=loop_start)

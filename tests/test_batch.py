@@ -425,3 +425,25 @@ def test_sweep_accepts_style_layer_weights(sweep):
     for path in sorted((cwd / "out").glob("0*.png")):
         with Image.open(path) as a, Image.open(cwd / "layers" / path.name) as b:
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_loop_mode_equals_single_runs_and_auto_picks_it_for_large_cpu_images(
+        random_params, monkeypatch):
+    from nst_jax import _batch
+
+    rng = np.random.default_rng(5)
+    content = rng.uniform(0, 255, (16, 20, 3)).astype(np.float32)
+    style = rng.uniform(0, 255, (18, 16, 3)).astype(np.float32)
+    config = StyleConfig(content_layers=("conv2_1",), style_layers=("conv1_1", "conv2_1"))
+    common = {"params": random_params, "config": config, "iterations": 3, "tol": 0.0}
+    monkeypatch.setattr(_batch, "CPU_VMAP_MAX_PIXELS", 100)  # 16x20 counts as large
+    looped = stylize_batch(content, [style], style_weight=[1e-2, 1e-1], seeds=[0, 1],
+                           init="noise", **common)
+    for lane, (weight, seed) in enumerate(((1e-2, 0), (1e-1, 1))):
+        single = stylize(content, style, style_weight=weight, init="noise",
+                         key=jax.random.key(seed), **common)
+        np.testing.assert_array_equal(looped.images[lane], single.image)
+        np.testing.assert_array_equal(looped.history["loss"][:, lane], single.history["loss"])
+    assert looped.history["seconds"].shape == (4,)
+    with pytest.raises(ValueError, match="mode"):
+        stylize_batch(content, [style], mode="fast", **common)
