@@ -1,6 +1,7 @@
 """nst_jax: neural style transfer (Gatys et al.) as pure JAX functions and a command line."""
 
 from ._batch import BatchResult, stylize_batch
+from ._checkpoint import load_checkpoint, save_checkpoint, state_template
 from ._color import luminance_images, match_color, recombine_luminance, rgb_to_yiq, yiq_to_rgb
 from ._convert import convert_weights
 from ._errors import ImageError, NstError, WeightsError
@@ -26,6 +27,7 @@ from ._optimize import (
     stylization_loss,
     stylize,
 )
+from ._presets import PRESETS, Preset, get_preset, preset_config, preset_loss_weights
 from ._vgg import (
     CAFFE,
     LAYERS,
@@ -50,6 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CAFFE",
     "LAYERS",
+    "PRESETS",
     "TORCHVISION",
     "VGG19",
     "BatchResult",
@@ -59,6 +62,7 @@ __all__ = [
     "NstError",
     "OptState",
     "Preprocessing",
+    "Preset",
     "StyleConfig",
     "StylizeResult",
     "Targets",
@@ -68,8 +72,10 @@ __all__ = [
     "deprocess",
     "download_weights",
     "extract_features",
+    "get_preset",
     "gram_matrix",
     "guided_gram",
+    "load_checkpoint",
     "load_image",
     "load_preprocessing",
     "load_vgg19_params",
@@ -80,12 +86,16 @@ __all__ = [
     "normalize_vgg19_params",
     "normalize_weights_file",
     "preprocess",
+    "preset_config",
+    "preset_loss_weights",
     "pyramid_sizes",
     "random_vgg19_params",
     "recombine_luminance",
     "rgb_to_yiq",
+    "save_checkpoint",
     "save_image",
     "save_vgg19_params",
+    "state_template",
     "style_layer_loss",
     "style_loss",
     "stylization_loss",
