@@ -843,8 +843,8 @@ def _run_single(args, content, styles, run, finish, weights_record, settings, sp
         save_image(args.output, image_of(state), metadata={
             "weights": weights_record, "settings": settings, "iteration": iteration,
             "status": "interrupted"})
-        print(f"\n{_PROG}: interrupted; saved the image of iteration {iteration} to "
-              f"{args.output}{hint}", file=sys.stderr)
+        print(f"\n{_PROG}: interrupted at iteration {iteration}; saved the best image so far "
+              f"to {args.output}{hint}", file=sys.stderr)
         raise
     history = latest["history"]
     if done >= args.iterations:
@@ -853,8 +853,10 @@ def _run_single(args, content, styles, run, finish, weights_record, settings, sp
     terms = [history[name][-1] for name in ("content", "style", "tv")]
     progress.update(result.iterations, float(history["loss"][-1]), terms, result.evaluations,
                     final=True)
+    best = float(result.state.best_loss)
     summary = {"iterations": result.iterations, "evaluations": result.evaluations,
                "status": result.status, "loss": float(history["loss"][-1]),
+               "best_loss": best,  # the loss of the image written (the lowest seen)
                "compile_seconds": round(first.compile_seconds + result.compile_seconds, 3)}
     if checkpoint is not None and latest["checkpointed"] != result.iterations:
         # Kept after a normal end: a later --resume with more --iterations extends the run.
@@ -869,7 +871,6 @@ def _run_single(args, content, styles, run, finish, weights_record, settings, sp
         })
     kept = (f"; checkpoint {checkpoint} (add --resume and more --iterations to continue)"
             if checkpoint is not None else "")
-    best = float(result.state.best_loss)
     if int(result.state.status) == NONFINITE:
         print(f"{_PROG}: error: the loss became NaN or infinite at iteration "
               f"{result.iterations + 1}; wrote the best image so far (loss {best:.4g}) to "
