@@ -246,7 +246,7 @@ _PRESETS = (
              "do not depend on the loss value."),
             ("The written out.png is the image at the 1000th evaluation, i.e. after 999 "
              "updates (optim.lbfgs does not evaluate after its last step); nst_jax returns the "
-             "image after 1000."),
+             "lowest-loss image of its 1000 iterations."),
             ("Random init draws differ (Torch's generator vs JAX's); images are resized with "
              "nst_jax's resampling, not image.scale's bilinear."),
         ),
