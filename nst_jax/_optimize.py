@@ -46,7 +46,7 @@ with warnings.catch_warnings():
 
 DEFAULT_CONTENT_LAYERS = ("conv4_2",)
 DEFAULT_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
-OPTIMIZERS = ("jaxopt-lbfgs", "optax-lbfgs", "adam")
+OPTIMIZERS = ("jaxopt-lbfgs", "projected-lbfgs", "optax-lbfgs", "adam")
 LINESEARCHES = ("backtracking", "zoom", "hager-zhang", "none")
 INITS = ("content", "noise", "style", "gaussian")
 TERMS = ("content", "style", "tv")
@@ -72,7 +72,9 @@ class StyleConfig:
     * ``pooling="max"``: the trained network; Gatys et al. 2016 (Sec. 2) prefer ``"avg"`` with
       their normalized VGG.
     * ``optimizer="jaxopt-lbfgs"``: L-BFGS as in Gatys et al. 2016 (Sec. 3: "we found L-BFGS to
-      work best"); box-constrained, see :func:`stylize`.
+      work best"); box-constrained, see :func:`stylize`. ``"projected-lbfgs"`` (see
+      :func:`_projected_step`) reached a 2.8x lower loss in the same 300 evaluations at 128 px
+      (README "Optimizer"), ``"adam"`` is projected Adam, ``"optax-lbfgs"`` is unconstrained.
     * ``history_size=10``: jaxopt's and optax's default (Nocedal & Wright suggest 3-20). The Lua
       reference uses 100, but jaxopt's L-BFGS-B update costs O(n m) dense work with a large
       constant: measured here at 128 px, history 100 took 1.6x the time per iteration of
@@ -419,12 +421,77 @@ def init_state(image, params, targets: Targets, weights: LossWeights, config: St
                            / jnp.maximum(first_step, 1e-6), 1.0)
         solver_state = solver_state._replace(
             theta=jnp.maximum(1.0, theta0).astype(solver_state.theta.dtype))
+    elif config.optimizer == "projected-lbfgs":
+        (loss, terms), grad = _value_and_grad(config)(image, *args)
+        history = jnp.zeros((config.history_size, *image.shape), jnp.float32)
+        solver_state = _ProjectedLbfgs(history, history, jnp.zeros((config.history_size,)),
+                                       jnp.zeros((), jnp.int32), grad)
     else:
         # optax states do not keep the gradient: carry it so each iteration evaluates once.
         (loss, terms), grad = _value_and_grad(config)(image, *args)
         solver_state = (_optax_transform(config).init(image), grad)
     zero = jnp.zeros((), jnp.int32)
     return OptState(image, solver_state, zero, zero + 1, loss, terms, zero, zero, image, loss)
+
+
+class _ProjectedLbfgs(NamedTuple):
+    """State of :func:`_projected_step`: the last ``m`` curvature pairs (newest at slot
+    ``(count - 1) % m``), ``rho = 1 / s'y``, pairs stored so far, and the current gradient."""
+
+    s: jax.Array  # (m, H, W, 3)
+    y: jax.Array  # (m, H, W, 3)
+    rho: jax.Array  # (m,)
+    count: jax.Array
+    grad: jax.Array
+
+
+def _two_loop(g, sol: _ProjectedLbfgs):
+    """``H g`` by the L-BFGS two-loop recursion (Nocedal & Wright, Alg. 7.4) over the stored
+    pairs, ``H_0 = s'y / y'y`` of the newest pair; unfilled slots contribute nothing."""
+    m = sol.rho.shape[0]
+    q, alphas = g, []
+    for i in range(m):  # newest first; m is small and static, so this unrolls
+        j = (sol.count - 1 - i) % m
+        valid = i < jnp.minimum(sol.count, m)
+        a = jnp.where(valid, sol.rho[j] * jnp.vdot(sol.s[j], q), 0.0)
+        q = q - a * sol.y[j]
+        alphas.append((j, a, valid))
+    newest = (sol.count - 1) % m
+    gamma = jnp.vdot(sol.s[newest], sol.y[newest]) / jnp.vdot(sol.y[newest], sol.y[newest])
+    q = q * jnp.where(sol.count > 0, gamma, 1.0)
+    for j, a, valid in reversed(alphas):
+        b = jnp.where(valid, sol.rho[j] * jnp.vdot(sol.y[j], q), 0.0)
+        q = q + (a - b) * sol.s[j]
+    return q
+
+
+def _projected_step(image, sol: _ProjectedLbfgs, value_and_grad, args):
+    """One projected L-BFGS iteration with a fixed step: pixels at a bound whose gradient points
+    out of the box are held ("active"); the two-loop direction is computed on the free pixels
+    only, the step is clipped to 0..255, and the curvature pair keeps only the free pixels'
+    gradient change (so held pixels do not pollute the curvature). The first step (no pairs)
+    is the free gradient scaled to move no pixel by more than ``WARM_FIRST_STEP`` levels.
+    One loss+gradient evaluation per iteration."""
+    g = sol.grad
+    lower, upper = _BOUNDS
+    free = ~(((image <= lower) & (g > 0)) | ((image >= upper) & (g < 0)))
+    g_free = jnp.where(free, g, 0.0)
+    first = -g_free * (WARM_FIRST_STEP / jnp.maximum(jnp.max(jnp.abs(g_free)), 1e-30))
+    direction = jnp.where(sol.count > 0, jnp.where(free, -_two_loop(g_free, sol), 0.0), first)
+    new = jnp.clip(image + direction, lower, upper)
+    (loss, terms), grad = value_and_grad(new, *args)
+    s, y = new - image, jnp.where(free, grad - g, 0.0)
+    sy = jnp.vdot(s, y)
+    keep = sy > 1e-10 * jnp.maximum(jnp.vdot(y, y), 1e-30)  # skip non-positive curvature
+    slot = sol.count % sol.rho.shape[0]
+    sol = _ProjectedLbfgs(
+        jnp.where(keep, sol.s.at[slot].set(s), sol.s),
+        jnp.where(keep, sol.y.at[slot].set(y), sol.y),
+        jnp.where(keep, sol.rho.at[slot].set(1.0 / jnp.where(keep, sy, 1.0)), sol.rho),
+        sol.count + keep.astype(sol.count.dtype),
+        grad,
+    )
+    return new, sol, loss, terms
 
 
 def _update(state: OptState, params, targets, weights, config: StyleConfig):
@@ -436,6 +503,10 @@ def _update(state: OptState, params, targets, weights, config: StyleConfig):
         used = solver.num_fun_eval - state.solver.num_fun_eval
         return image, solver, solver.value, solver.aux, used.astype(jnp.int32)
     value_and_grad = _value_and_grad(config)
+    if config.optimizer == "projected-lbfgs":
+        image, solver, loss, terms = _projected_step(state.image, state.solver, value_and_grad,
+                                                     args)
+        return image, solver, loss, terms, jnp.ones((), jnp.int32)
     transform = _optax_transform(config)
     opt_state, grad = state.solver
     used = jnp.ones((), jnp.int32)

@@ -50,6 +50,8 @@ the default set is ``DEFAULT_RUNS_SMALL`` below 256 px and ``DEFAULT_RUNS_LARGE`
   box-constrained L-BFGS-B, each line search it offers, or ``none`` (fixed step 1 then
   projection), history 10 and 100. ``jaxopt-backtracking-h10`` is the library default.
 * ``optax-lbfgs-h10``: optax's L-BFGS (zoom line search, unconstrained, clipped on output).
+* ``projected-lbfgs-h10``: nst_jax's projected L-BFGS (fixed step, two-loop on the free pixels,
+  clipped steps; ``StyleConfig(optimizer="projected-lbfgs")``).
 * ``adam-lr{1,5,10,20}``: projected Adam, learning rate in 0-255 pixel units.
 
 How each run is timed: a warm-up call compiles everything (``stylize(iterations=0)``; for the
@@ -145,6 +147,8 @@ def run_specs() -> dict[str, dict[str, Any]]:
                 "kind": "stylize", "optimizer": "jaxopt-lbfgs", "linesearch": search,
                 "history_size": history}
     specs["optax-lbfgs-h10"] = {"kind": "stylize", "optimizer": "optax-lbfgs", "history_size": 10}
+    specs["projected-lbfgs-h10"] = {"kind": "stylize", "optimizer": "projected-lbfgs",
+                                    "history_size": 10}
     for lr in (1, 5, 10, 20):
         specs[f"adam-lr{lr}"] = {"kind": "stylize", "optimizer": "adam", "learning_rate": float(lr)}
     return specs

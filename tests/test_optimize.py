@@ -355,7 +355,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_image(random_params, conte
 # ------------------------------------------------------------------------- other optimizers
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "optax-lbfgs"])
+@pytest.mark.parametrize("optimizer", ["adam", "optax-lbfgs", "projected-lbfgs"])
 def test_other_optimizers_lower_the_loss(random_params, content, style, optimizer):
     config = StyleConfig(optimizer=optimizer)
     result = run(content, style, random_params, config=config, init="noise",
@@ -364,8 +364,8 @@ def test_other_optimizers_lower_the_loss(random_params, content, style, optimize
     assert loss[-1] <= loss[0] / 3, loss
     assert result.iterations == 5 and len(loss) == 6
     check_history(result, (1.0, 1e3, 0.0))
-    if optimizer == "adam":
-        # Projected Adam: one evaluation per iteration, the iterate itself stays in the box.
+    if optimizer in ("adam", "projected-lbfgs"):
+        # Projected methods: one evaluation per iteration, the iterate itself stays in the box.
         assert result.evaluations == 6
         state_image = np.asarray(result.state.image)
         assert state_image.min() >= 0.0 and state_image.max() <= 255.0
@@ -470,3 +470,32 @@ def test_bad_stylize_arguments_raise(random_params, content, style, change):
         change.pop(name, None)
     with pytest.raises(ValueError):
         run(images["content"], images["style"], random_params, **{"iterations": 1, **change})
+
+
+def test_projected_lbfgs_two_loop_matches_the_dense_bfgs_inverse():
+    """The two-loop recursion over a ring buffer equals the dense inverse-Hessian BFGS update
+    (Nocedal & Wright Eq. 6.17) over the last m pairs, H_0 = s'y / y'y of the newest."""
+    from nst_jax._optimize import _ProjectedLbfgs, _two_loop
+
+    rng = np.random.default_rng(0)
+    n, m, pairs = 12, 4, 6
+    a = rng.normal(size=(n, n))
+    a = a @ a.T + n * np.eye(n)  # convex quadratic: s'y > 0
+    s_list = [rng.normal(size=n) for _ in range(pairs)]
+    y_list = [a @ s for s in s_list]
+    s_buf, y_buf, rho = np.zeros((m, n)), np.zeros((m, n)), np.zeros(m)
+    for k, (s, y) in enumerate(zip(s_list, y_list)):
+        s_buf[k % m], y_buf[k % m], rho[k % m] = s, y, 1.0 / (s @ y)
+    g = rng.normal(size=n)
+    last = list(zip(s_list, y_list))[-m:]
+    h = (last[-1][0] @ last[-1][1]) / (last[-1][1] @ last[-1][1]) * np.eye(n)
+    for s, y in last:
+        r = 1.0 / (s @ y)
+        v = np.eye(n) - r * np.outer(y, s)
+        h = v.T @ h @ v + r * np.outer(s, s)
+    sol = _ProjectedLbfgs(jnp.asarray(s_buf, jnp.float32), jnp.asarray(y_buf, jnp.float32),
+                          jnp.asarray(rho, jnp.float32), jnp.int32(pairs), None)
+    np.testing.assert_allclose(_two_loop(jnp.asarray(g, jnp.float32), sol), h @ g, rtol=1e-4,
+                               atol=1e-6)
+    empty = sol._replace(count=jnp.int32(0))
+    np.testing.assert_allclose(_two_loop(jnp.asarray(g, jnp.float32), empty), g, rtol=1e-6)
