@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
-import hashlib
 import json
 import os
 import zipfile
@@ -38,6 +37,7 @@ import numpy as np
 from ._errors import NstError
 from ._image import atomic_file
 from ._optimize import OptState, StyleConfig, init_state, loss_weights, make_targets
+from ._weights import file_digest
 
 FORMAT = "nst_jax checkpoint"
 FORMAT_VERSION = 1
@@ -227,12 +227,8 @@ def state_template(shape: tuple[int, int, int], *, params, config: StyleConfig |
 def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     """``{"path", "bytes", "sha256"}`` of an input file, to recognise it when resuming."""
     path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return {"path": str(path.resolve()), "bytes": path.stat().st_size,
-            "sha256": digest.hexdigest()}
+            "sha256": file_digest(path, "sha256")}
 
 
 def config_dict(config: StyleConfig) -> dict[str, Any]:

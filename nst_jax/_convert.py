@@ -22,7 +22,6 @@ Reading a file (torch / scipy, optional) is kept apart from converting the array
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import zipfile
@@ -34,7 +33,7 @@ import numpy as np
 
 from ._errors import WeightsError
 from ._vgg import CAFFE, KERAS_LAYERS, LAYERS, TORCHVISION, Preprocessing, param_shapes
-from ._weights import save_vgg19_params
+from ._weights import file_digest, save_vgg19_params
 
 #: Positions of the 16 convs in torchvision's ``vgg19().features`` Sequential (Conv2d, ReLU per
 #: conv; MaxPool2d after each block).
@@ -97,15 +96,6 @@ def describe_preprocessing(preprocessing: Preprocessing) -> str:
 def identify(sha256: str) -> KnownFile | None:
     """The known file with this SHA-256 (hex), if any."""
     return next((known for known in KNOWN_FILES if sha256.lower().startswith(known.sha256)), None)
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -386,7 +376,7 @@ def convert_weights(src: str | os.PathLike, dst: str | os.PathLike, *,
         raise WeightsError(f"{src}: no such file")
     _check_destination(src, dst, overwrite)
     kind = detect_format(src)
-    digest = file_sha256(src)
+    digest = file_digest(src, "sha256")
     if kind == "pytorch":
         conversion = params_from_state_dict(read_torch_state_dict(src), source=str(src),
                                             sha256=digest, preprocessing=preprocessing)

@@ -683,6 +683,8 @@ class StylizeResult(NamedTuple):
         status: why the run stopped (see ``STATUS_NAMES``).
         state: the final :class:`OptState` (continue a run with ``stylize(..., state=...)``).
         compile_seconds: time spent compiling (first chunk includes it).
+        targets: the :class:`Targets` used (pass them back with ``stylize(..., targets=)`` to
+            continue a run without recomputing the content features and style Grams).
     """
 
     image: np.ndarray
@@ -692,6 +694,7 @@ class StylizeResult(NamedTuple):
     status: str
     state: OptState
     compile_seconds: float
+    targets: Targets
 
 
 def _chunk_size(pixels: int, save_every: int | None) -> int:
@@ -839,4 +842,5 @@ def stylize(
         status=status_name(int(status)),
         state=state,
         compile_seconds=compile_seconds,
+        targets=targets,
     )

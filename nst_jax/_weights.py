@@ -200,13 +200,10 @@ def _read_layers(path: Path, handle: h5py.File) -> dict[str, dict[str, np.ndarra
     return arrays
 
 
-def file_md5(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5()
+def file_digest(path: str | os.PathLike, algorithm: str = "md5") -> str:
+    """Hex digest (``"md5"``, ``"sha256"``, ...) of a file, read in chunks."""
     with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, algorithm).hexdigest()
 
 
 class WeightsInfo(NamedTuple):
@@ -224,7 +221,7 @@ class WeightsInfo(NamedTuple):
 def weights_info(path: str | os.PathLike) -> WeightsInfo:
     """Load (strictly) and describe a weights file. Raises :class:`WeightsError`."""
     params = load_vgg19_params(path)["params"]
-    md5 = file_md5(path)
+    md5 = file_digest(path)
     size = Path(path).stat().st_size
     layers = [
         (name, tuple(params[name]["kernel"].shape), tuple(params[name]["bias"].shape))
@@ -379,7 +376,7 @@ def resolve_weights(
 
 
 def _from_file(path: Path) -> WeightsSource:
-    return WeightsSource(load_vgg19_params(path), "file", str(path), file_md5(path), None,
+    return WeightsSource(load_vgg19_params(path), "file", str(path), file_digest(path), None,
                          load_preprocessing(path))
 
 

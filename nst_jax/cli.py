@@ -828,7 +828,7 @@ def _run_single(args, content, styles, run, finish, weights_record, settings, sp
     every = math.gcd(*[n for n in (args.save_every, args.checkpoint_every) if n]) or None
     try:
         result = stylize(content, styles, **run, iterations=args.iterations, state=state,
-                         callback=callback, save_every=every)
+                         targets=first.targets, callback=callback, save_every=every)
     except KeyboardInterrupt:
         state, history = latest["state"], latest["history"]
         iteration = int(state.iteration)
