@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._errors import WeightsError
+from ._image import check_output
 from ._vgg import CAFFE, KERAS_LAYERS, LAYERS, TORCHVISION, Preprocessing, param_shapes
 from ._weights import file_digest, save_vgg19_params
 
@@ -374,7 +375,8 @@ def convert_weights(src: str | os.PathLike, dst: str | os.PathLike, *,
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise WeightsError(f"{src}: no such file")
-    _check_destination(src, dst, overwrite)
+    check_output(dst, overwrite=overwrite, error=WeightsError, sources=(src,),
+                 what="weights file")
     kind = detect_format(src)
     digest = file_digest(src, "sha256")
     if kind == "pytorch":
@@ -391,25 +393,6 @@ def convert_weights(src: str | os.PathLike, dst: str | os.PathLike, *,
     except OSError as err:
         raise WeightsError(f"{dst}: cannot write ({err})") from None
     return conversion._replace(attrs=attrs)
-
-
-def _check_destination(src: Path, dst: Path, overwrite: bool) -> None:
-    """Fail before reading anything if ``dst`` cannot or must not be written."""
-    try:
-        same = src.resolve() == dst.resolve() or (dst.exists() and os.path.samefile(src, dst))
-    except OSError:
-        same = False
-    if same:
-        raise WeightsError(f"{dst}: the output would overwrite the source {src}")
-    if dst.is_dir():
-        raise WeightsError(f"{dst}: is a folder; give the output file name, e.g. {dst / 'vgg19.h5'}")
-    if dst.exists() and not overwrite:
-        raise WeightsError(f"{dst}: already exists; pass --overwrite to replace it")
-    folder = dst.parent if str(dst.parent) else Path(".")
-    if not folder.is_dir():
-        raise WeightsError(f"{dst}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise WeightsError(f"{dst}: folder {folder} is not writable")
 
 
 def _choose(source: str, implied: Preprocessing | None, requested: str | None,

@@ -13,6 +13,7 @@ import os
 import tempfile
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,12 +179,12 @@ def load_label_map(path, shape: tuple[int, int], regions: int, *,
     return np.stack([(codes == v) for v in values]).astype(np.float32)
 
 
-def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def check_writable(path: str | os.PathLike, *, overwrite: bool = False,
+                   sources: Sequence[str | os.PathLike] = ()) -> Path:
     """Fail early, before any compute, if ``path`` cannot be written as an image.
 
     Raises:
-        ImageError: unknown extension, missing or read-only folder, or an existing file while
-            ``overwrite`` is false.
+        ImageError: unknown extension, or any refusal of :func:`check_output`.
     """
     path = Path(path)
     extension = path.suffix.lower()
@@ -191,19 +192,57 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         raise ImageError(
             f"{path}: unknown image extension {extension or '(none)'!r}; use .png, .jpg, ..."
         )
+    return check_output(path, overwrite=overwrite, sources=sources, what="image")
+
+
+def check_output(path: str | os.PathLike, *, overwrite: bool,
+                 error: type[Exception] = ImageError,
+                 sources: Sequence[str | os.PathLike] = (), what: str = "file") -> Path:
+    """Fail early, before any compute, if ``path`` must not or cannot be written.
+
+    Refused, in this order: ``path`` is one of ``sources`` (the same path or the same file
+    under another name; refused even with ``overwrite``, since an input is never replaced);
+    a folder; an existing file while ``overwrite`` is false; a missing folder; a folder in
+    which a temporary file cannot be created (a real probe: ``os.access`` says yes to root
+    on a read-only folder). Nothing is left behind.
+
+    Args:
+        path: the file to write.
+        overwrite: whether an existing ``path`` may be replaced.
+        error: the exception class raised.
+        sources: the run's input files.
+        what: what ``path`` holds, for the messages ("image", "checkpoint", ...).
+
+    Raises:
+        ``error`` ("PATH: <reason>").
+    """
+    path = Path(path)
+    for source in sources:
+        if same_file(path, Path(source)):
+            raise error(f"{path}: the output would overwrite the input {source}")
     if path.is_dir():
-        raise ImageError(f"{path}: is a folder, expected an image file name")
+        raise error(f"{path}: is a folder; expected a file name for the {what}")
     if path.exists() and not overwrite:
-        raise ImageError(f"{path}: already exists; pass --overwrite to replace it")
+        raise error(f"{path}: already exists; pass --overwrite to replace it")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise ImageError(f"{path}: folder {folder} does not exist")
+        raise error(f"{path}: folder {folder} does not exist")
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".nst-jax-probe-"):
             pass
     except OSError as err:
-        raise ImageError(f"{path}: folder {folder} is not writable ({err.strerror})") from None
+        raise error(f"{path}: folder {folder} is not writable ({err.strerror})") from None
     return path
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name the same file: equal resolved paths (``a`` may not exist
+    yet), or one existing file under two names (a hard link, a bind mount, ...)."""
+    a, b = Path(a), Path(b)
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
 
 
 def save_image(

@@ -14,12 +14,13 @@ from pathlib import Path
 from ._errors import NstError
 
 # Peak process RSS of one loss+gradient evaluation (README "Benchmarks", scripts/bench.py memory
-# probes: XLA:CPU, float32, default layers conv1_1..conv5_1 + conv4_2, 2026-11-27): 944 MiB at
-# 256 px (170x256) and 1,545 MiB at 512 px (341x512). XLA's own plan (2.7 GB at 1024 px, 10.6 GB
-# at 2048 px) grows linearly too, with a slightly lower slope, so the line extrapolates safely.
-_MEASURED = ((170 * 256, 944 * 2**20), (341 * 512, 1545 * 2**20))  # (pixels, peak bytes)
-#: Bytes per image pixel of one evaluation: the slope between the two measurements (4,808, i.e.
-#: 4,585 MiB per megapixel, the README's "4.6 GB"): VGG activations, gradients, temporaries.
+# probes: XLA:CPU, float32, default layers conv1_1..conv5_1 + conv4_2, 2026-11-27, after the
+# elementwise max-pool derivative of _vgg._max_pool): 875 MiB at 256 px (170x256) and 1,293 MiB
+# at 512 px (341x512). XLA's own plan (1.7 GB at 1024 px, 6.4 GB at 2048 px) grows linearly too,
+# with a lower slope, so the line extrapolates safely.
+_MEASURED = ((170 * 256, 875 * 2**20), (341 * 512, 1293 * 2**20))  # (pixels, peak bytes)
+#: Bytes per image pixel of one evaluation: the slope between the two measurements (3,344, i.e.
+#: 3,189 MiB per megapixel, the README's "3.2 GB"): VGG activations, gradients, temporaries.
 BYTES_PER_PIXEL = (_MEASURED[1][1] - _MEASURED[0][1]) / (_MEASURED[1][0] - _MEASURED[0][0])
 #: Bytes that do not grow with the image (~0.74 GiB): the JAX runtime, VGG-19 weights, code.
 BASE_BYTES = _MEASURED[0][1] - BYTES_PER_PIXEL * _MEASURED[0][0]

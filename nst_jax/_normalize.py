@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import NstError, WeightsError
-from ._image import load_image
+from ._image import check_output, load_image
 from ._vgg import (
     CAFFE,
     CONV_SPECS,
@@ -201,7 +201,8 @@ def normalize_weights_file(
         number of dead ones.
 
     Raises:
-        NstError: ``dst`` exists (and not ``overwrite``) or its folder does not, no images, an
+        NstError: ``dst`` is ``src`` or one of the images (even with ``overwrite``), exists
+            (and not ``overwrite``), or cannot be written (:func:`check_output`); no images, an
             unknown ``pooling``, a ``size`` too small for VGG-19 (all before any loading).
         ImageError: a missing or unreadable image.
         WeightsError: a bad ``src``, or ``dst`` cannot be written.
@@ -210,11 +211,8 @@ def normalize_weights_file(
     image_paths = [Path(p) for p in image_paths]
     smallest = min_image_side(LAYERS)
     # Every check a user can fail comes before loading 80 MB and running the network.
-    if dst.exists() and not overwrite:
-        raise NstError(f"{dst}: already exists; pass --overwrite to replace it")
-    folder = dst.parent if str(dst.parent) else Path(".")
-    if not folder.is_dir():
-        raise NstError(f"{dst}: folder {folder} does not exist; create it first")
+    check_output(dst, overwrite=overwrite, error=NstError, sources=(src, *image_paths),
+                 what="weights file")
     if pooling not in ("max", "avg"):
         raise NstError(f"pooling must be 'max' or 'avg', got {pooling!r}")
     if not image_paths:

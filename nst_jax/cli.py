@@ -17,7 +17,7 @@ from typing import Any
 
 from . import __version__
 from ._errors import ImageError, NstError, WeightsError
-from ._image import atomic_file, check_writable, load_image, save_image
+from ._image import atomic_file, check_output, check_writable, load_image, same_file, save_image
 from ._weights import (
     ENV_VAR,
     FILENAME,
@@ -44,14 +44,22 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, smallest: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+        value = smallest - 1
+    if value < smallest:
+        raise argparse.ArgumentTypeError(f"expected {what} whole number, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1, "a positive")
+
+
+def _nonnegative_int(text: str) -> int:
+    return _whole_number(text, 0, "a non-negative")
 
 
 def _nonnegative_float(text: str) -> float:
@@ -190,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
 def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
     """Options shared by ``stylize`` and ``sweep``; a sweep takes lists for weights and seeds."""
     from ._image import MAX_PIXELS
-    from ._optimize import INITS, LINESEARCHES, OPTIMIZERS
+    from ._optimize import INITS, LINESEARCHES, OPTIMIZERS, SUBSPACES
     from ._presets import PRESETS
 
     weight = _float_list if sweep else _nonnegative_float
@@ -235,6 +243,12 @@ def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
     opt.add_argument("--linesearch", choices=LINESEARCHES, default=None,
                      help="jaxopt L-BFGS line search (default none: fixed step 1, one evaluation per "
                      "iteration)")
+    opt.add_argument("--subspace", choices=SUBSPACES, default="projected",
+                     help="jaxopt L-BFGS-B's subspace step: projected onto the pixel box "
+                     "(default; L-BFGS-B 3.0's rule) or truncated at the first bound (jaxopt's)")
+    opt.add_argument("--pyramid-levels", type=_nonnegative_int, default=None,
+                     help="projected-lbfgs only: levels of the coarse-to-fine preconditioner "
+                     "(default: from the image size; 0: none)")
     opt.add_argument("--learning-rate", type=float, default=10.0, help="Adam only (default 10)")
     opt.add_argument("--tol", type=_nonnegative_float, default=None,
                      help="stop when the relative loss decrease stays below this (0: never)")
@@ -396,58 +410,45 @@ def _weights(args) -> int:
     return 0
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
 def _check_outputs(args) -> list[Path]:
     """Every file this run will write, checked before any compute.
 
     Sets ``args.checkpoint`` to the default ``OUT.ckpt.npz`` when checkpointing is on. With
     ``--resume`` the run's own files (OUT, intermediates, log, checkpoint) may exist: the resumed
-    run continues them; otherwise an existing checkpoint needs ``--overwrite``.
+    run continues them; otherwise an existing checkpoint needs ``--overwrite``. No output may be
+    an input (:func:`check_output`).
     """
     from ._checkpoint import default_checkpoint_path
 
     if args.checkpoint is None and (args.checkpoint_every or args.resume):
         args.checkpoint = default_checkpoint_path(args.output)
     replace = args.overwrite or args.resume
+    inputs = (args.content, *args.style_paths, *args.mask,
+              *([args.label_map] if args.label_map else []))
     outputs = [args.output]
     if args.log is not None:
         outputs.append(args.log)
     if args.checkpoint is not None:
         outputs.append(args.checkpoint)
-    for path in outputs:
-        for source in (args.content, *args.style_paths, *args.mask,
-                       *([args.label_map] if args.label_map else [])):
-            if _same_file(path, source):
-                raise ImageError(f"{path}: output would overwrite the input {source}")
     # The checkpoint first: when it exists, --resume is likely what the user wants.
     if args.checkpoint is not None:
         checkpoint = args.checkpoint
-        if any(_same_file(checkpoint, path) for path in outputs[:-1]):
+        if any(same_file(checkpoint, path) for path in outputs[:-1]):
             raise NstError(f"{checkpoint}: the checkpoint must differ from the image and the log")
-        if checkpoint.is_dir():
-            raise NstError(f"{checkpoint}: is a folder, expected a checkpoint file name")
+        # Whether it may exist depends on --resume, so that is judged here, not there.
+        check_output(checkpoint, overwrite=True, error=NstError, sources=inputs,
+                     what="checkpoint")
         if args.resume and not checkpoint.is_file():
             raise NstError(f"{checkpoint}: no checkpoint to resume from; start the run without "
                            "--resume (with --checkpoint-every N to save one)")
         if not args.resume and checkpoint.exists() and not args.overwrite:
             raise NstError(f"{checkpoint}: a checkpoint of an earlier run exists; pass --resume "
                            "to continue that run or --overwrite to start again")
-        folder = checkpoint.parent if str(checkpoint.parent) else Path(".")
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise NstError(f"{checkpoint}: folder {folder} is missing or not writable")
-    check_writable(args.output, overwrite=replace)
+    check_writable(args.output, overwrite=replace, sources=inputs)
     if args.log is not None:
-        if args.log.exists() and not replace:
-            raise NstError(f"{args.log}: already exists; pass --overwrite to replace it")
-        folder = args.log.parent if str(args.log.parent) else Path(".")
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise NstError(f"{args.log}: folder {folder} is missing or not writable")
+        if same_file(args.log, args.output):
+            raise NstError(f"{args.log}: the log must differ from the image")
+        check_output(args.log, overwrite=replace, error=NstError, sources=inputs, what="log")
     if args.save_every and not replace:
         existing = sorted(args.output.parent.glob(f"{args.output.stem}_[0-9]*{args.output.suffix}"))
         if existing:
@@ -536,7 +537,8 @@ def _prepare(args, styles: list[Path], scales: Sequence[float] | None = None):
             content_layers=args.content_layers, style_layers=args.style_layers,
             pooling=args.pooling, optimizer=args.optimizer, history_size=args.history_size,
             linesearch=args.linesearch, learning_rate=args.learning_rate, dtype=args.dtype,
-            remat=args.remat, **args.preset_config,
+            remat=args.remat, subspace=args.subspace, pyramid_levels=args.pyramid_levels,
+            **args.preset_config,
         )
     except ValueError as err:
         raise NstError(str(err)) from None
@@ -920,7 +922,7 @@ def _sweep(args) -> int:
     if existing and not args.overwrite:
         raise NstError(f"{outdir / existing[0]}: already exists; pass --overwrite to replace it")
     for style in args.styles:
-        if _same_file(outdir, style.parent) and f"{style.stem}.png" in names:
+        if same_file(outdir, style.parent) and f"{style.stem}.png" in names:
             raise NstError(f"{style}: an output would overwrite this input")
     try:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -992,7 +994,7 @@ def _frames(args) -> int:
     outdir = args.output
     if outdir.exists() and not outdir.is_dir():
         raise NstError(f"{outdir}: exists and is not a folder")
-    if _same_file(outdir, args.frames):
+    if same_file(outdir, args.frames):
         raise NstError(f"{outdir}: the output folder must differ from the frames folder")
     outputs = [outdir / f"{p.stem}.png" for p in paths]
     done = [out.exists() for out in outputs]

@@ -61,9 +61,11 @@ resized so its longest side is the size (so "512" is 341x512, HxW):
    count over the run sizes; the intercept is the runtime, params and executable), the same
    slope of XLA's plan over all sizes, and the largest image that fits ``--memory-budget-gb``
    (default 8 GiB) by the fit: megapixels, side of a square, longest side at the example's
-   aspect ratio. MB = MiB, GB = GiB. Observed on XLA:CPU in small runs: remat does not
-   lower the plan (XLA:CPU keeps the same buffers) and bfloat16 raises it (converted copies,
-   float32 Grams), so check the measured columns rather than assume the savings.
+   aspect ratio. MB = MiB, GB = GiB. On XLA:CPU bfloat16 alone saves little (no native bf16
+   convolution: XLA converts to float32 and keeps float32 kernel copies), and remat only works
+   because ``_vgg._remat`` ties the recomputation to the backward pass (``jax.checkpoint``'s
+   barrier is dropped by XLA:CPU and CSE merged the recomputation away); check the measured
+   columns rather than assume the savings.
 6. end-to-end ``stylize(iterations=--e2e-iterations, tol=0)`` at ``--e2e-size``: a warm-up call
    with ``iterations=0`` compiles everything (its ``compile_seconds`` is reported), then the timed
    call: wall seconds, iterations, evaluations, evaluations/iteration, s/iteration and the

@@ -2,25 +2,20 @@
 
 Commands (from the repository root)::
 
-    PYTHONPATH=. python scripts/converge.py                 # default: 128 px, 8 runs, ~25 min
-    PYTHONPATH=. python scripts/converge.py --sizes 128,256 # + 256 px (2 runs), ~50 min in all
-    PYTHONPATH=. python scripts/converge.py --runs all      # every run at 128 px, ~50 min
-    PYTHONPATH=. python scripts/converge.py --sizes 48 --evals 10   # smoke test, ~4-8 min
+    PYTHONPATH=. python scripts/converge.py                 # default: 128 px, 9 runs, ~15 min
+    PYTHONPATH=. python scripts/converge.py --sizes 128,256 # + 256 px (4 runs), ~20 min more
+    PYTHONPATH=. python scripts/converge.py --runs all      # every run at 128 px, ~45 min
+    PYTHONPATH=. python scripts/converge.py --sizes 48 --evals 10   # smoke test, ~3 min
     PYTHONPATH=. python scripts/converge.py --runs 'lua-ref*,jaxopt-*-h10' --evals 100
     PYTHONPATH=. python scripts/converge.py --list-runs     # run names and default sets
 
-Expected runtime of the default run (``--sizes 128 --evals 300``, ``DEFAULT_RUNS_SMALL``) on a
-quiet 2-core CPU machine: about 24 minutes, compiles (~10 s per run, ~70 s for the Hager-Zhang
-line search) included. Estimated, not measured (the development machine was shared and loaded
-~3x): a 128-px loss+gradient evaluation takes ~0.25 s as one compiled call but ~0.55 s inside a
-compiled loop (measured here: 2.2x at 128 px, 3x at 256 px, see "in-loop" below), so a 300-
-evaluation run of any solver that iterates inside ``lax.scan`` (everything through
-:func:`nst_jax.stylize`, and ``lua-ref``) costs ~170 s, ``lua-ref-steps`` ~80 s; on top, jaxopt's
-L-BFGS-B update costs ~10 ms per iteration at history 10 and ~120 ms at history 100 (128 px;
-solver-only timings on the loaded machine gave 24 and 240 ms), and Hager-Zhang overshoots the budget by up to one compiled
-chunk (10 iterations at 128 px). Because of that in-loop cost, the defaults are smaller than
-first planned: 256 px (a library run there is ~17 min) is opt-in; ``--sizes 128,256`` adds
-``DEFAULT_RUNS_LARGE`` at 256 px, ~24 more minutes; ``--runs all`` at 128 px ~50 minutes.
+Runtime: on this 2-core CPU one 128-px loss+gradient evaluation takes ~0.25 s as a compiled call
+(~0.75 s at 256 px), so a 300-evaluation run is ~80 s at 128 px and ~4 min at 256 px plus its
+compile (~5-10 s; ~30 s for history 100 of the projected L-BFGS, whose two-loop unrolls; ~70 s
+for the Hager-Zhang line search). Measured: 7 runs at 128 px, 605 s on a loaded machine. ``lua-ref``
+(the reference inside ``lax.scan``) costs 2x per evaluation on XLA:CPU (see "in-loop" below), so
+it is not in the default sets; ``lua-ref-steps`` runs the same algorithm at the bare speed.
+Hager-Zhang overshoots the budget by up to one compiled chunk.
 
 Problem: the chelsea photo (content) and starry_night (style) from ``examples/``, each loaded
 with ``load_image(path, max_side=S)`` for every size S in ``--sizes``; the library's default
@@ -48,10 +43,15 @@ the default set is ``DEFAULT_RUNS_SMALL`` below 256 px and ``DEFAULT_RUNS_LARGE`
   after 12 evaluations here). It gives ``L*`` where ``lua-ref`` is not run.
 * ``jaxopt-{backtracking,zoom,hager-zhang,none}-h{10,100}``: :func:`nst_jax.stylize` with jaxopt's
   box-constrained L-BFGS-B, each line search it offers, or ``none`` (fixed step 1 then
-  projection), history 10 and 100. ``jaxopt-backtracking-h10`` is the library default.
+  projection), history 10 and 100, with nst_jax's projected subspace step
+  (``StyleConfig(subspace="projected")``, the default). ``jaxopt-none-h10`` is the library
+  default. ``jaxopt-none-truncated-h10``: the same with jaxopt's own subspace step
+  (``subspace="truncated"``), i.e. jaxopt as it ships.
 * ``optax-lbfgs-h10``: optax's L-BFGS (zoom line search, unconstrained, clipped on output).
-* ``projected-lbfgs-h10``: nst_jax's projected L-BFGS (fixed step, two-loop on the free pixels,
-  clipped steps; ``StyleConfig(optimizer="projected-lbfgs")``).
+* ``projected-lbfgs-h{10,100}``: nst_jax's projected L-BFGS (fixed step, two-loop on the free
+  pixels with the pyramid preconditioner, clipped steps;
+  ``StyleConfig(optimizer="projected-lbfgs")``); ``projected-lbfgs-flat-h10`` without the
+  preconditioner (``pyramid_levels=0``).
 * ``adam-lr{1,5,10,20}``: projected Adam, learning rate in 0-255 pixel units.
 
 How each run is timed: a warm-up call compiles everything (``stylize(iterations=0)``; for the
@@ -124,15 +124,16 @@ from nst_jax._optimize import (
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BASE = StyleConfig()
-DEFAULT_RUN = "jaxopt-backtracking-h10"
+DEFAULT_RUN = "jaxopt-none-h10"
 REFERENCE = "lua-ref"
 REFERENCE_STEPS = "lua-ref-steps"  # the same algorithm without an XLA loop around the iterations
 # Default run sets (see the module docstring): below LARGE px, and from LARGE px up.
 LARGE = 256
 DEFAULT_RUNS_SMALL = (
-    REFERENCE, REFERENCE_STEPS, "jaxopt-backtracking-h10", "jaxopt-zoom-h10",
-    "jaxopt-hager-zhang-h10", "jaxopt-none-h100", "optax-lbfgs-h10", "adam-lr10")
-DEFAULT_RUNS_LARGE = (REFERENCE_STEPS, DEFAULT_RUN)
+    REFERENCE_STEPS, DEFAULT_RUN, "jaxopt-none-truncated-h10", "jaxopt-backtracking-h10",
+    "projected-lbfgs-h10", "projected-lbfgs-h100", "projected-lbfgs-flat-h10", "optax-lbfgs-h10",
+    "adam-lr10")
+DEFAULT_RUNS_LARGE = (REFERENCE_STEPS, DEFAULT_RUN, "projected-lbfgs-h10", "adam-lr10")
 
 
 def run_specs() -> dict[str, dict[str, Any]]:
@@ -146,9 +147,16 @@ def run_specs() -> dict[str, dict[str, Any]]:
             specs[f"jaxopt-{search}-h{history}"] = {
                 "kind": "stylize", "optimizer": "jaxopt-lbfgs", "linesearch": search,
                 "history_size": history}
+    # jaxopt's L-BFGS-B as it ships: the subspace step truncated at the first bound.
+    specs["jaxopt-none-truncated-h10"] = {
+        "kind": "stylize", "optimizer": "jaxopt-lbfgs", "linesearch": "none", "history_size": 10,
+        "subspace": "truncated"}
     specs["optax-lbfgs-h10"] = {"kind": "stylize", "optimizer": "optax-lbfgs", "history_size": 10}
-    specs["projected-lbfgs-h10"] = {"kind": "stylize", "optimizer": "projected-lbfgs",
-                                    "history_size": 10}
+    for history in (10, 100):
+        specs[f"projected-lbfgs-h{history}"] = {"kind": "stylize", "optimizer": "projected-lbfgs",
+                                                "history_size": history}
+    specs["projected-lbfgs-flat-h10"] = {"kind": "stylize", "optimizer": "projected-lbfgs",
+                                         "history_size": 10, "pyramid_levels": 0}
     for lr in (1, 5, 10, 20):
         specs[f"adam-lr{lr}"] = {"kind": "stylize", "optimizer": "adam", "learning_rate": float(lr)}
     return specs
@@ -370,7 +378,8 @@ def run_lua(params, content, style, evals: int, spec: dict) -> tuple[dict, np.nd
 
 def run_stylize(params, content, style, evals: int, spec: dict) -> tuple[dict, np.ndarray]:
     settings = {key: spec[key] for key in ("optimizer", "linesearch", "history_size",
-                                           "learning_rate") if key in spec}
+                                           "learning_rate", "subspace", "pyramid_levels")
+                if key in spec}
     config = StyleConfig(**settings)
     warm = stylize(content, style, params=params, config=config, iterations=0, tol=0.0)
 
@@ -572,10 +581,16 @@ _PALETTE = {
     "jaxopt-zoom-h10": (255, 127, 14), "jaxopt-zoom-h100": (255, 187, 120),
     "jaxopt-hager-zhang-h10": (44, 160, 44), "jaxopt-hager-zhang-h100": (140, 215, 130),
     "jaxopt-none-h10": (214, 39, 40), "jaxopt-none-h100": (255, 152, 150),
-    "optax-lbfgs-h10": (148, 103, 189),
+    "jaxopt-none-truncated-h10": (150, 0, 90), "optax-lbfgs-h10": (148, 103, 189),
+    "projected-lbfgs-h10": (23, 190, 207), "projected-lbfgs-h100": (0, 70, 200),
+    "projected-lbfgs-flat-h10": (150, 215, 230),
     "adam-lr1": (140, 86, 75), "adam-lr5": (227, 119, 194), "adam-lr10": (127, 127, 127),
     "adam-lr20": (188, 189, 34),
 }
+
+
+def _colour(name: str) -> tuple[int, int, int]:
+    return _PALETTE.get(name, (90, 90, 90))
 
 
 def _nice_ticks(high: float, count: int = 5) -> list[float]:
@@ -634,7 +649,7 @@ def _panel(draw, font, box, curves, x_key, x_label, title, target):
         ok = np.isfinite(loss) & (loss > 0)
         points = [(px(x), py(v)) for x, v in zip(xs[ok], loss[ok])]
         if len(points) > 1:
-            draw.line(points, fill=_PALETTE.get(name, (23, 190, 207)), width=2)
+            draw.line(points, fill=_colour(name), width=2)
 
 
 def plot(results: list[dict], evals: int, path: Path) -> None:
@@ -663,7 +678,7 @@ def plot(results: list[dict], evals: int, path: Path) -> None:
         legend_x = left + panel_w + 20
         for i, name in enumerate(curves):
             y = top + 14 * i + 4
-            draw.line([legend_x, y + 6, legend_x + 20, y + 6], fill=_PALETTE.get(name), width=3)
+            draw.line([legend_x, y + 6, legend_x + 20, y + 6], fill=_colour(name), width=3)
             draw.text((legend_x + 25, y), name, fill="black", font=font)
     write_atomic(path, lambda f: image.save(f, format="PNG"))
 

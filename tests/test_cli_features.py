@@ -96,10 +96,10 @@ def test_masks_and_label_map_run(tmp_path, weights):
 
 
 def test_luminance_preservation_keeps_the_photos_chroma(tmp_path, weights):
-    # 8 iterations: from a cold start the first fixed steps overshoot for a few iterations
+    # 16 iterations: from a cold start the first fixed steps overshoot for a few iterations
     # (the result is the best image, which must be past them to differ from the photo).
     code, out = stylize(tmp_path, DATA / "starry_night.png", "--preserve-colors", "luminance",
-                        "--weights", weights, "--iterations", "8")
+                        "--weights", weights, "--iterations", "16")
     assert code == 0
     photo = load_image(DATA / "chelsea.png", max_side=32)
     result = pixels(out)
@@ -195,6 +195,45 @@ def test_weights_normalize_command(tmp_path, weights, capsys):
     assert "conv5_4" in capsys.readouterr().out
     assert main(["weights", "info", str(dst)]) == 0
     assert main(args) == 1 and "exists" in capsys.readouterr().err
+
+
+def test_weights_normalize_never_overwrites_its_source(tmp_path, weights, capsys):
+    src = tmp_path / "vgg19.h5"
+    src.write_bytes(Path(weights).read_bytes())
+    code = main(["weights", "normalize", str(src), "-o", str(src), "--overwrite", "--images",
+                 str(DATA / "chelsea.png"), "--size", "32"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == f"nst-jax: error: {src}: the output would overwrite the input {src}\n"
+    assert src.read_bytes() == Path(weights).read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["vgg19.h5"]
+
+
+def test_run_outputs_are_checked_before_compute(tmp_path, weights, capsys):
+    """The log and the checkpoint get the same refusals as the image, with one line each."""
+    content, style = tmp_path / "chelsea.png", tmp_path / "starry_night.png"
+    for path in (content, style):
+        path.write_bytes((DATA / path.name).read_bytes())
+    folder = tmp_path / "log.json"
+    folder.mkdir()
+    out = tmp_path / "out.png"
+    cases = [
+        (["--log", out], f"{out}: the log must differ from the image"),
+        (["--log", style, "--overwrite"], f"{style}: the output would overwrite the input {style}"),
+        (["--checkpoint", content, "--checkpoint-every", "1", "--overwrite"],
+         f"{content}: the output would overwrite the input {content}"),
+        (["--log", folder], f"{folder}: is a folder; expected a file name for the log"),
+        (["--log", tmp_path / "no" / "log.json"],
+         f"{tmp_path / 'no' / 'log.json'}: folder {tmp_path / 'no'} does not exist"),
+    ]
+    before = {p: p.read_bytes() for p in (content, style)}
+    for extra, message in cases:
+        code = main(["stylize", str(content), str(style), "-o", str(out), *map(str, extra),
+                     "--weights", weights, "--iterations", "1", *FAST])
+        assert (code, capsys.readouterr().err) == (1, f"nst-jax: error: {message}\n")
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chelsea.png", "log.json",
+                                                          "starry_night.png"]
 
 
 def test_nonfinite_loss_keeps_the_best_image_and_says_what_to_try(tmp_path, weights, capsys):

@@ -448,8 +448,10 @@ def test_output_never_overwritten_without_flag(pth, torchvision_state, tmp_path)
     assert dst.read_bytes() == b"keep me"
     convert_weights(src, dst, preprocessing="caffe", overwrite=True)
     assert load_preprocessing(dst) == CAFFE
-    with pytest.raises(WeightsError, match="would overwrite the source"):
+    source_bytes = src.read_bytes()
+    with pytest.raises(WeightsError, match="would overwrite the input"):
         convert_weights(src, tmp_path / "." / "vgg19.pth", preprocessing="caffe", overwrite=True)
+    assert src.read_bytes() == source_bytes
     with pytest.raises(WeightsError, match="is a folder"):
         convert_weights(src, tmp_path, preprocessing="caffe")
     with pytest.raises(WeightsError, match="does not exist"):

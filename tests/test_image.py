@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 import nst_jax._image as image_module
-from nst_jax import ImageError, load_image, save_image
-from nst_jax._image import check_writable, read_metadata
+from nst_jax import ImageError, NstError, WeightsError, load_image, save_image
+from nst_jax._image import check_output, check_writable, read_metadata
 
 DATA = Path(__file__).parent / "data"
 DATA_PNGS = sorted(DATA.glob("*.png"))
@@ -478,6 +478,88 @@ def test_check_writable_relative_path(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+# --------------------------------------------------------------------------- check_output
+
+
+def _input_under_another_name(tmp_path, how):
+    """(source, output path naming the same file some other way)."""
+    source = tmp_path / "in.h5"
+    source.write_bytes(b"input")
+    if how == "dot":
+        return source, tmp_path / "." / "in.h5"
+    if how == "relative":
+        return source, Path(os.path.relpath(source))
+    other = tmp_path / f"{how}.h5"
+    if how == "hardlink":
+        os.link(source, other)
+    else:
+        other.symlink_to(source)
+    return source, other
+
+
+@pytest.mark.parametrize("how", ["same", "dot", "relative", "hardlink", "symlink"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_check_output_never_replaces_an_input(tmp_path, how, overwrite):
+    if how == "same":
+        source = tmp_path / "in.h5"
+        source.write_bytes(b"input")
+        path = source
+    else:
+        source, path = _input_under_another_name(tmp_path, how)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(WeightsError) as info:
+        check_output(path, overwrite=overwrite, error=WeightsError,
+                     sources=[tmp_path / "other.png", source])
+    assert str(info.value) == f"{path}: the output would overwrite the input {source}"
+    assert source.read_bytes() == b"input"
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_check_output_errors_use_the_given_class(tmp_path):
+    existing = _existing(tmp_path)
+    folder = _directory(tmp_path)
+    missing = tmp_path / "no" / "x.npz"
+    cases = [
+        (existing, False, f"{existing}: already exists; pass --overwrite to replace it"),
+        (folder, True, f"{folder}: is a folder; expected a file name for the checkpoint"),
+        (missing, True, f"{missing}: folder {missing.parent} does not exist"),
+    ]
+    for path, overwrite, message in cases:
+        with pytest.raises(NstError) as info:
+            check_output(path, overwrite=overwrite, error=NstError, what="checkpoint")
+        assert type(info.value) is NstError and str(info.value) == message
+
+
+def test_check_output_probe_failure(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(image_module.tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(WeightsError) as info:
+        check_output(tmp_path / "out.h5", overwrite=False, error=WeightsError)
+    assert str(info.value) == (f"{tmp_path / 'out.h5'}: folder {tmp_path} is not writable "
+                               "(Permission denied)")
+
+
+def test_check_output_passes(tmp_path, monkeypatch):
+    source = tmp_path / "in.h5"
+    source.write_bytes(b"input")
+    existing = _existing(tmp_path)
+    assert check_output(existing, overwrite=True, sources=[source]) == existing
+    assert check_output(str(tmp_path / "new.h5"), overwrite=False, sources=[source]) == (
+        tmp_path / "new.h5")
+    monkeypatch.chdir(tmp_path)
+    assert check_output("log.json", overwrite=False, sources=["in.h5"]) == Path("log.json")
+    assert sorted(os.listdir(tmp_path)) == ["exists.png", "in.h5"]  # no probe left behind
+    assert existing.read_bytes() == b"x"
+
+
+def test_check_writable_refuses_an_input(tmp_path):
+    source = tmp_path / "in.png"
+    source.write_bytes(b"x")
+    with pytest.raises(ImageError, match="would overwrite the input"):
+        check_writable(source, overwrite=True, sources=[source])
+    assert source.read_bytes() == b"x"
 
 
 def test_check_writable_refuses_read_only_format(tmp_path):

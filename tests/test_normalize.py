@@ -239,6 +239,21 @@ def test_file_refuses_to_overwrite(tmp_path, source_file):
     assert dst.read_bytes() == b"keep me"
 
 
+def test_file_never_overwrites_its_inputs(tmp_path, source_file):
+    """Not the weights file, nor an image, even with ``overwrite`` (as ``convert`` refuses)."""
+    src = tmp_path / "vgg19.h5"
+    src.write_bytes(source_file.read_bytes())
+    image = tmp_path / "photo.png"
+    image.write_bytes((DATA / "astronaut.png").read_bytes())
+    for dst, source in ((src, src), (tmp_path / "." / "vgg19.h5", src), (image, image)):
+        with pytest.raises(NstError) as info:
+            normalize_weights_file(src, dst, [image], size=32, overwrite=True)
+        assert str(info.value) == f"{dst}: the output would overwrite the input {source}"
+    assert src.read_bytes() == source_file.read_bytes()
+    assert image.read_bytes() == (DATA / "astronaut.png").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "vgg19.h5"]
+
+
 def test_file_errors_name_the_problem(tmp_path, source_file):
     dst = tmp_path / "out.h5"
     with pytest.raises(NstError, match="no images"):
