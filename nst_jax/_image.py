@@ -227,12 +227,21 @@ def check_output(path: str | os.PathLike, *, overwrite: bool,
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise error(f"{path}: folder {folder} does not exist")
+    check_folder_writable(folder, error=error, name=path)
+    return path
+
+
+def check_folder_writable(folder: str | os.PathLike, *, error: type[Exception] = ImageError,
+                          name: str | os.PathLike | None = None) -> None:
+    """Raise ``error`` ("NAME: folder FOLDER is not writable (reason)"; NAME defaults to the
+    folder) unless a file can be created in the existing ``folder``. A real probe, a temporary
+    file removed at once: ``os.access`` says yes to root on a read-only folder."""
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".nst-jax-probe-"):
             pass
     except OSError as err:
-        raise error(f"{path}: folder {folder} is not writable ({err.strerror})") from None
-    return path
+        raise error(f"{name or folder}: folder {folder} is not writable ({err.strerror})") \
+            from None
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -496,15 +496,15 @@ def init_state(image, params, targets: Targets, weights: LossWeights, config: St
                            / jnp.maximum(first_step, 1e-6), 1.0)
         solver_state = solver_state._replace(
             theta=jnp.maximum(1.0, theta0).astype(solver_state.theta.dtype))
-    elif config.optimizer == "projected-lbfgs":
-        (loss, terms), grad = _value_and_grad(config)(image, *args)
-        history = jnp.zeros((config.history_size, *image.shape), jnp.float32)
-        solver_state = _ProjectedLbfgs(history, history, jnp.zeros((config.history_size,)),
-                                       jnp.zeros((), jnp.int32), grad)
     else:
-        # optax states do not keep the gradient: carry it so each iteration evaluates once.
+        # These states carry the gradient, so each iteration evaluates once.
         (loss, terms), grad = _value_and_grad(config)(image, *args)
-        solver_state = (_optax_transform(config).init(image), grad)
+        if config.optimizer == "projected-lbfgs":
+            history = jnp.zeros((config.history_size, *image.shape), jnp.float32)
+            solver_state = _ProjectedLbfgs(history, history, jnp.zeros((config.history_size,)),
+                                           jnp.zeros((), jnp.int32), grad)
+        else:  # optax states do not keep the gradient
+            solver_state = (_optax_transform(config).init(image), grad)
     zero = jnp.zeros((), jnp.int32)
     return OptState(image, solver_state, zero, zero + 1, loss, terms, zero, zero, image, loss)
 

@@ -7,7 +7,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -17,7 +16,15 @@ from typing import Any
 
 from . import __version__
 from ._errors import ImageError, NstError, WeightsError
-from ._image import atomic_file, check_output, check_writable, load_image, same_file, save_image
+from ._image import (
+    atomic_file,
+    check_folder_writable,
+    check_output,
+    check_writable,
+    load_image,
+    same_file,
+    save_image,
+)
 from ._weights import (
     ENV_VAR,
     FILENAME,
@@ -408,6 +415,16 @@ def _weights(args) -> int:
         print(f"  {name:<13} kernel {kernel!s:<18} bias {bias}")
     print(f"parameters: {info.parameters:,}")
     return 0
+
+
+def _make_output_folder(outdir: Path) -> None:
+    """Create the output folder of ``sweep`` / ``stylize-frames`` if needed and check that files
+    can be written in it (before any compute)."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NstError(f"{outdir}: cannot create folder ({err.strerror})") from None
+    check_folder_writable(outdir, error=NstError)
 
 
 def _check_outputs(args) -> list[Path]:
@@ -924,12 +941,7 @@ def _sweep(args) -> int:
     for style in args.styles:
         if same_file(outdir, style.parent) and f"{style.stem}.png" in names:
             raise NstError(f"{style}: an output would overwrite this input")
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise NstError(f"{outdir}: cannot create folder ({err.strerror})") from None
-    if not os.access(outdir, os.W_OK):
-        raise NstError(f"{outdir}: folder is not writable")
+    _make_output_folder(outdir)
     config, content, styles, params, weights_record, settings = _prepare(args, args.styles)
     progress = _Progress(args.iterations, args.quiet)
 
@@ -1002,12 +1014,7 @@ def _frames(args) -> int:
         first = outputs[done.index(True)]
         raise NstError(f"{first}: already exists; pass --skip-existing to continue the job or "
                        "--overwrite to redo it")
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise NstError(f"{outdir}: cannot create folder ({err.strerror})") from None
-    if not os.access(outdir, os.W_OK):
-        raise NstError(f"{outdir}: folder is not writable")
+    _make_output_folder(outdir)
     skip = 0
     if args.skip_existing and not args.overwrite:
         while skip < len(paths) and done[skip]:

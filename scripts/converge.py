@@ -377,10 +377,7 @@ def run_lua(params, content, style, evals: int, spec: dict) -> tuple[dict, np.nd
 
 
 def run_stylize(params, content, style, evals: int, spec: dict) -> tuple[dict, np.ndarray]:
-    settings = {key: spec[key] for key in ("optimizer", "linesearch", "history_size",
-                                           "learning_rate", "subspace", "pyramid_levels")
-                if key in spec}
-    config = StyleConfig(**settings)
+    config = StyleConfig(**{key: value for key, value in spec.items() if key != "kind"})
     warm = stylize(content, style, params=params, config=config, iterations=0, tol=0.0)
 
     def stop(state, records):
