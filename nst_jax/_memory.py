@@ -15,14 +15,15 @@ from ._errors import NstError
 
 # Peak process RSS of one loss+gradient evaluation (README "Benchmarks", scripts/bench.py memory
 # probes: XLA:CPU, float32, default layers conv1_1..conv5_1 + conv4_2, 2026-11-27, after the
-# elementwise max-pool derivative of _vgg._max_pool): 875 MiB at 256 px (170x256) and 1,293 MiB
-# at 512 px (341x512). XLA's own plan (1.7 GB at 1024 px, 6.4 GB at 2048 px) grows linearly too,
-# with a lower slope, so the line extrapolates safely.
-_MEASURED = ((170 * 256, 875 * 2**20), (341 * 512, 1293 * 2**20))  # (pixels, peak bytes)
-#: Bytes per image pixel of one evaluation: the slope between the two measurements (3,344, i.e.
-#: 3,189 MiB per megapixel, the README's "3.2 GB"): VGG activations, gradients, temporaries.
+# elementwise max-pool derivative of _vgg._max_pool and the one-product Gram derivative of
+# _losses.gram_matrix): 884 MiB at 256 px (170x256) and 1,173 MiB at 512 px (341x512). XLA's
+# own plan (1.4 GB at 1024 px, 5.2 GB at 2048 px) grows linearly with a lower slope (1.8 GiB
+# per megapixel), so the line extrapolates safely.
+_MEASURED = ((170 * 256, 884 * 2**20), (341 * 512, 1173 * 2**20))  # (pixels, peak bytes)
+#: Bytes per image pixel of one evaluation: the slope between the two measurements (2,312, i.e.
+#: 2,205 MiB per megapixel, the README's "2.2 GB"): VGG activations, gradients, temporaries.
 BYTES_PER_PIXEL = (_MEASURED[1][1] - _MEASURED[0][1]) / (_MEASURED[1][0] - _MEASURED[0][0])
-#: Bytes that do not grow with the image (~0.74 GiB): the JAX runtime, VGG-19 weights, code.
+#: Bytes that do not grow with the image (~0.77 GiB): the JAX runtime, VGG-19 weights, code.
 BASE_BYTES = _MEASURED[0][1] - BYTES_PER_PIXEL * _MEASURED[0][0]
 
 _FLOAT32 = 4
@@ -35,8 +36,8 @@ def estimate_bytes(height: int, width: int, config, *, batch: int = 1) -> int:
     ``BASE_BYTES + batch * pixels * (BYTES_PER_PIXEL + state)``, where the optimizer state per
     pixel is L-BFGS's ``2 * history_size`` float32 RGB vectors (the s and y histories) or
     Adam's two moments. ``config.dtype`` and ``config.remat`` are deliberately not credited:
-    on XLA:CPU neither lowered the measured peak (1,658 and 1,492 MiB at 512 px) and on GPUs
-    they are not measured yet; shallower ``config.feature_layers`` would need less, so for them
+    on XLA:CPU at 512 px remat lowered the measured peak by 4% (1,125 vs 1,173 MiB) and
+    bfloat16 raised it (1,301), and on GPUs they are not measured yet; shallower ``config.feature_layers`` would need less, so for them
     the estimate errs on the safe side. Accelerators get the same (CPU-measured) model.
 
     Args:

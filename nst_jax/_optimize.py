@@ -9,7 +9,6 @@ vmapping over them) never recompiles.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 import warnings
@@ -22,6 +21,7 @@ import numpy as np
 import optax
 
 from ._distributed import to_host
+from ._lbfgsb import jaxopt_rules
 from ._losses import (
     NORMS,
     content_loss,
@@ -44,10 +44,6 @@ with warnings.catch_warnings():
     # jaxopt announces on import that it is unmaintained; it is still the design's solver.
     warnings.filterwarnings("ignore", message="JAXopt is no longer maintained", category=DeprecationWarning)
     import jaxopt
-
-    # L-BFGS-B's subspace step, replaced while tracing (see _projected_subspace); jaxopt is
-    # archived at 0.8.5, so this private function no longer moves.
-    from jaxopt._src import lbfgsb as _jaxopt_lbfgsb
 
 DEFAULT_CONTENT_LAYERS = ("conv4_2",)
 DEFAULT_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
@@ -93,7 +89,7 @@ class StyleConfig:
       jaxopt's backtracking (1.03 evaluations per iteration) and 2.3x lower than zoom (2.02).
     * ``subspace="projected"`` (jaxopt L-BFGS-B only): the subspace step is projected onto the
       box, L-BFGS-B 3.0's rule (Morales & Nocedal 2011), its displacement capped at
-      ``SUBSPACE_STEP_CAP`` = 16 levels (:func:`_projected_subspace`);
+      ``SUBSPACE_STEP_CAP`` = 16 levels (:func:`nst_jax._lbfgsb.projected_subspace`);
       ``"truncated"`` is jaxopt's own rule, which stops the whole step at the first pixel that
       meets a bound and left the solver 2.8x above the references' loss at 128 px.
     * ``pyramid_levels=None`` (projected L-BFGS only): levels of the preconditioner
@@ -102,10 +98,11 @@ class StyleConfig:
     * ``learning_rate=10.0`` (Adam only): neural-style's ``-learning_rate`` default, in 0-255
       pixel units.
     * ``dtype="float32"``; ``"bfloat16"`` runs the VGG convolutions in bfloat16 (Grams and
-      losses still accumulate in float32) to halve activation memory.
+      losses still accumulate in float32): halves activation memory where the backend has
+      bfloat16 convolutions (GPU, TPU); on XLA:CPU it saves little (README "Benchmarks").
     * ``remat=False``; True recomputes each VGG block in the backward pass instead of storing
-      its activations (``_vgg._remat``): 22% less XLA buffer plan at 512 px on CPU, 1.5x the
-      time; reverse mode only.
+      its activations (``_vgg._remat``): 27% less XLA buffer plan at 512 px on CPU (30% at
+      2048 px), 1.5-1.6x the time; reverse mode only.
     * ``layer_output="relu"``: layers are the ReLU outputs (Caffe's ``reluB_I``, Gatys);
       ``"conv"`` taps the convolutions before the ReLU (the PyTorch tutorial).
     * ``content_norm="gatys"``, ``style_norm="gatys"``: Gatys Eqs. 1 and 4; ``"mean"`` are the
@@ -410,59 +407,6 @@ def _jaxopt_solver(config: StyleConfig):
     )
 
 
-_TRUNCATED_SUBSPACE = getattr(_jaxopt_lbfgsb, "_minimize_subspace", None)
-
-
-SUBSPACE_STEP_CAP = 16.0  # pixel levels; see _projected_subspace
-
-
-def _projected_subspace(x, grad, lower, upper, x_cauchy, c, theta, w, m, active):
-    """L-BFGS-B's subspace step as L-BFGS-B 3.0 takes it (Morales & Nocedal, ACM TOMS 38(1),
-    2011): the unconstrained minimizer of the quadratic model over the free variables,
-    projected onto the box; if that is not a descent direction, jaxopt's own step.
-
-    jaxopt (like L-BFGS-B 2.1) instead truncates the whole subspace step at the first bound it
-    meets, ``x_c + min(1, alpha*) du``. Over 3HW pixels some free pixel is almost always a
-    hair from 0 or 255, so alpha* ~ 0 and every step degenerates to the Cauchy point, a scaled
-    projected gradient step: the solver levels off 2-3x above the references' loss
-    (README "Optimizer"). L-BFGS-B 3.0 follows the projected step with a line search; with
-    the fixed step used here, ``du`` is first shortened so that no pixel moves more than
-    ``SUBSPACE_STEP_CAP`` levels beyond the Cauchy point (a max-norm trust region): without it
-    a poor curvature pair occasionally threw the image 100-1000x up the loss (measured: 16
-    levels cost 6% more evaluations to L* at 128 px and removed those spikes).
-
-    Same arguments as ``jaxopt._src.lbfgsb._minimize_subspace`` (flat (n,) vectors, W
-    (n, 2m), M (2m, 2m)); with infinite bounds that function returns ``x_c + du`` on the free
-    variables, from which ``du`` is taken.
-    """
-    unbounded = jnp.full_like(lower, jnp.inf)
-    du = _TRUNCATED_SUBSPACE(x, grad, -unbounded, unbounded, x_cauchy, c, theta, w, m,
-                             active) - x_cauchy
-    du = du * jnp.minimum(1.0, SUBSPACE_STEP_CAP / jnp.maximum(jnp.max(jnp.abs(du)), 1e-30))
-    projected = jnp.clip(x_cauchy + du, lower, upper)
-    descent = jnp.vdot(projected - x, grad) < 0
-    return jnp.where(descent, projected, _TRUNCATED_SUBSPACE(x, grad, lower, upper, x_cauchy, c,
-                                                             theta, w, m, active))
-
-
-@contextlib.contextmanager
-def _subspace_rule(rule: str):
-    """While tracing jaxopt's L-BFGS-B update, use the ``rule`` subspace step ("projected":
-    :func:`_projected_subspace`; "truncated": jaxopt's). Only the trace reads the module
-    global, so compiled programs keep the rule they were traced with."""
-    if rule == "truncated":
-        yield
-        return
-    if _TRUNCATED_SUBSPACE is None:
-        raise RuntimeError("this jaxopt has no lbfgsb._minimize_subspace; use "
-                           "StyleConfig(subspace='truncated') or jaxopt 0.8.x")
-    _jaxopt_lbfgsb._minimize_subspace = _projected_subspace
-    try:
-        yield
-    finally:
-        _jaxopt_lbfgsb._minimize_subspace = _TRUNCATED_SUBSPACE
-
-
 def _box(image):
     return (jnp.full_like(image, _BOUNDS[0]), jnp.full_like(image, _BOUNDS[1]))
 
@@ -621,7 +565,7 @@ def _update(state: OptState, params, targets, weights, config: StyleConfig):
     args = (params, targets, weights)
     if config.optimizer == "jaxopt-lbfgs":
         solver = state.solver
-        with _subspace_rule(config.subspace):
+        with jaxopt_rules(config.subspace):
             image, solver = _jaxopt_solver(config).update(state.image, solver, _box(state.image),
                                                           *args)
         used = solver.num_fun_eval - state.solver.num_fun_eval

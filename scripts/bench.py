@@ -38,7 +38,7 @@ resized so its longest side is the size (so "512" is 341x512, HxW):
    resolution (pooling floors the sizes), and its backward to the input, which costs the same
    (the params are constants, so no kernel gradient is computed; conv1_1's backward is counted
    too: the image is the variable); each style Gram ``F^T F`` forward ``2*N*N*M`` and backward
-   ``2 * 2*N*N*M`` (autodiff transposes the product once per operand). Elementwise work (ReLU,
+   ``2*N*N*M`` (one product, ``F (C + C^T)``: ``gram_matrix``'s own derivative). Elementwise work (ReLU,
    pooling, the losses) is not counted. The forward count is printed beside XLA's own
    ``cost_analysis()`` of the jitted forward loss, and the total beside XLA's count of the
    compiled loss+gradient. XLA leaves out the kernel taps that fall on the "SAME" zero padding
@@ -46,7 +46,9 @@ resized so its longest side is the size (so "512" is 341x512, HxW):
    matches XLA within a fraction of a percent (the rest is elementwise work).
 3. a dense-matmul roofline from the same run: float32 ``jnp.dot`` of two n x n matrices (n
    doubled from 1024 until one product takes over 50 ms); each evaluation's GFLOP/s is given
-   as a fraction of it ("of matmul"), and for 512 px against the target of 75%.
+   as a fraction of it ("of matmul"), and for 512 px against the target of 75%. The machine's
+   speed drifts (+-15% here), so every timed evaluation is preceded by one timed product and
+   the fraction is the median of the per-pair ratios; the GFLOP/s of those products is shown.
 4. variants (``--variant-size``, default 512): ms per evaluation of ``StyleConfig(remat=True)``,
    ``StyleConfig(dtype="bfloat16")`` and both, beside float32: their speed cost.
 5. memory, in a fresh subprocess (this script with hidden flags) per (size, variant), variants
@@ -106,6 +108,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -266,20 +269,28 @@ def analytic_flops(height: int, width: int, config: StyleConfig) -> dict[str, fl
     gram = sum(2 * cout * cout * h * w for name, h, w, _, cout in layers if name in style)
     return {"conv_forward": conv, "conv_forward_unpadded": unpadded, "gram_forward": gram,
             "forward": conv + gram, "forward_unpadded": unpadded + gram,
-            "total": 2 * conv + 3 * gram}
+            "total": 2 * conv + 2 * gram}
 
 
-def bench_size(params, size: int, repeats: int, matmul_gflops: float,
-               config: StyleConfig = CONFIG, forward: bool = True) -> dict:
-    """Compile, first call and ``repeats`` timed loss+gradient evaluations at ``size``;
-    ``forward``: also compile the forward loss alone for XLA's forward FLOP count."""
+def bench_size(params, size: int, repeats: int, matmul, config: StyleConfig = CONFIG,
+               forward: bool = True) -> dict:
+    """Compile, first call and ``repeats`` timed loss+gradient evaluations at ``size``, each
+    right after one timed ``matmul()`` (GFLOP/s of the roofline product, see
+    :func:`matmul_roofline`); ``forward``: also compile the forward loss alone for XLA's
+    forward FLOP count."""
     content, style = load_pair(size)
     height, width = content.shape[:2]
     compile_s, compiled, args = compiled_loss(params, content, style, grad=True, config=config)
     first_s = timed(compiled, *args)
-    times = [timed(compiled, *args) for _ in range(repeats)]
+    times, matmul_gflops = [], []
+    for _ in range(repeats):
+        matmul_gflops.append(matmul())
+        times.append(timed(compiled, *args))
     median = statistics.median(times)
     flops = analytic_flops(height, width, config)
+    # Each evaluation against the product timed just before it: drift cancels.
+    fraction = statistics.median(flops["total"] / t / 1e9 / g
+                                 for t, g in zip(times, matmul_gflops))
     forward_compile_s, forward_flops = None, None
     if forward:
         forward_compile_s, compiled_forward, _ = compiled_loss(
@@ -297,13 +308,15 @@ def bench_size(params, size: int, repeats: int, matmul_gflops: float,
         "flops": flops,
         "xla_flops": {"forward": forward_flops, "total": xla_flops(compiled)},
         "gflops_per_s": gflops,
-        "fraction_of_matmul": gflops / matmul_gflops,
+        "matmul_gflops_per_s": statistics.median(matmul_gflops),
+        "fraction_of_matmul": fraction,
         "xla_temp_mb": plan.get("temp") if plan else None,
     }
 
 
-def matmul_roofline(repeats: int) -> dict:
-    """GFLOP/s of a float32 n x n matmul, n doubled from 1024 until one takes over 50 ms."""
+def matmul_roofline(repeats: int) -> tuple[dict, Callable[[], float]]:
+    """GFLOP/s of a float32 n x n matmul, n doubled from 1024 until one takes over 50 ms; and
+    a function that times one more such product and returns its GFLOP/s."""
     dot = jax.jit(functools.partial(jnp.dot, precision="highest"))
     n = 1024
     while True:
@@ -311,8 +324,10 @@ def matmul_roofline(repeats: int) -> dict:
         timed(dot, a, b)
         seconds = statistics.median(timed(dot, a, b) for _ in range(max(repeats, 3)))
         if seconds > 0.05 or n >= 8192:
-            return {"n": n, "median_ms": seconds * 1e3, "gflops_per_s": 2 * n**3 / seconds / 1e9}
+            break
         n *= 2
+    sample = lambda: 2 * n**3 / timed(dot, a, b) / 1e9
+    return {"n": n, "median_ms": seconds * 1e3, "gflops_per_s": 2 * n**3 / seconds / 1e9}, sample
 
 
 def peak_rss_mb(field: str = "VmHWM") -> float:
@@ -685,11 +700,11 @@ def report(results: dict) -> str:
                  "XLA: cost_analysis)")]
     out.append(table(
         ["size", "fwd ours", "fwd no-pad", "fwd XLA", "fwd+bwd ours", "fwd+bwd XLA",
-         "GFLOP/s", "of matmul"],
+         "GFLOP/s", "matmul GFLOP/s", "of matmul"],
         [[str(r["size"]), gflop(r["flops"]["forward"]), gflop(r["flops"]["forward_unpadded"]),
           gflop(r["xla_flops"]["forward"]), gflop(r["flops"]["total"]),
           gflop(r["xla_flops"]["total"]), f"{r['gflops_per_s']:.1f}",
-          f"{r['fraction_of_matmul']:.0%}"] for r in sizes]))
+          f"{r['matmul_gflops_per_s']:.1f}", f"{r['fraction_of_matmul']:.0%}"] for r in sizes]))
     for r in sizes:
         if r["size"] == 512:
             out.append(f"512 px: {r['fraction_of_matmul']:.0%} of the matmul roofline "
@@ -797,7 +812,7 @@ def load(averages) -> str:
     return ", ".join(f"{a:.2f}" for a in averages)
 
 
-def measure_variants(params, size: int, repeats: int, matmul_gflops: float,
+def measure_variants(params, size: int, repeats: int, matmul,
                      measured: list[dict]) -> dict:
     """Speed of every variant at ``size`` (float32 taken from ``measured`` when it is there)."""
     by_size = {r["size"]: r for r in measured}
@@ -805,7 +820,7 @@ def measure_variants(params, size: int, repeats: int, matmul_gflops: float,
     for name, config in VARIANTS.items():
         print(f"variant {name} at {size} px ...", file=sys.stderr, flush=True)
         results[name] = (by_size[size] if name == "float32" and size in by_size else
-                         bench_size(params, size, repeats, matmul_gflops, config, forward=False))
+                         bench_size(params, size, repeats, matmul, config, forward=False))
     return results
 
 
@@ -832,18 +847,17 @@ def main(argv=None) -> None:
     results = {"environment": environment(args)}
     print(f"load average at start: {load(results['environment']['load_average'])}",
           file=sys.stderr, flush=True)
-    results["matmul"] = matmul_roofline(args.repeats)
-    matmul_gflops = results["matmul"]["gflops_per_s"]
+    results["matmul"], matmul = matmul_roofline(args.repeats)
     sizes = sorted(set(args.sizes) | (set() if args.no_e2e else {args.e2e_size}))
     results["sizes"] = []
     for size in sizes:
         print(f"measuring {size} px ...", file=sys.stderr, flush=True)
-        results["sizes"].append(bench_size(params, size, args.repeats, matmul_gflops))
+        results["sizes"].append(bench_size(params, size, args.repeats, matmul))
     results["linearity"] = (results["sizes"][-1]["ms_per_megapixel"]
                             / results["sizes"][0]["ms_per_megapixel"])
     if args.variant_size:
         results["variants"] = measure_variants(params, args.variant_size, args.repeats,
-                                               matmul_gflops, results["sizes"])
+                                               matmul, results["sizes"])
     with tempfile.TemporaryDirectory() as tmp:
         # The subprocesses read the params from here instead of rebuilding them.
         params_file = Path(tmp) / "params.npz"

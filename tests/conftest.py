@@ -16,7 +16,10 @@ import pytest
 
 from nst_jax._vgg import CONV_SPECS
 
+# One cache folder per pytest-xdist worker: JAX writes cache entries in place (not atomically),
+# so a worker could read another's half-written entry.
 _CACHE = Path(os.environ.get("NST_JAX_TEST_CACHE", Path(__file__).parent / ".jax_cache"))
+_CACHE = _CACHE / os.environ.get("PYTEST_XDIST_WORKER", "main")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

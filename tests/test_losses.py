@@ -234,8 +234,23 @@ GRAD_TOL = {"order": 1, "modes": ["rev"], "eps": 1e-2, "atol": 2e-2, "rtol": 2e-
 
 
 def test_grad_gram_matrix():
+    """The Gram's hand-written derivative: finite differences in forward and reverse mode, to
+    second order, and the closed form d/dF sum(G o C) = F (C + C^T) for a non-symmetric C."""
     f = rand((3, 4, 2), 10, relu=False)
-    check_grads(lambda a: jnp.sum(gram_matrix(a) * jnp.arange(4.0).reshape(2, 2)), (f,), **GRAD_TOL)
+    c = np.arange(4.0, dtype=np.float32).reshape(2, 2)
+    weighted = lambda a: jnp.sum(gram_matrix(a) * c)
+    check_grads(weighted, (f,), **{**GRAD_TOL, "order": 2, "modes": ["fwd", "rev"]})
+    flat = f.reshape(-1, 2).astype(np.float64)
+    expected = (flat @ (c + c.T)).reshape(f.shape)
+    np.testing.assert_allclose(np.asarray(jax.grad(weighted)(f)), expected, rtol=RTOL, atol=1e-5)
+    tangent = rand((3, 4, 2), 11, relu=False).astype(np.float64)
+    _, d_gram = jax.jvp(gram_matrix, (f,), (tangent.astype(np.float32),))
+    d_flat = tangent.reshape(-1, 2)
+    np.testing.assert_allclose(np.asarray(d_gram), flat.T @ d_flat + d_flat.T @ flat,
+                               rtol=RTOL, atol=1e-5)
+    # bfloat16 features: float32 Gram, a bfloat16 gradient of the same shape.
+    g = jax.grad(lambda a: jnp.sum(gram_matrix(a)))(f.astype(jnp.bfloat16))
+    assert g.dtype == jnp.bfloat16 and g.shape == f.shape
 
 
 def test_grad_content_loss():

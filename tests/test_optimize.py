@@ -584,7 +584,9 @@ def test_projected_subspace_step_matches_numpy(theta):
     x_c + du (Byrd, Lu, Nocedal & Zhu 1995, Eqs. 5.4-5.11, direct primal method), du scaled
     down to move nothing more than SUBSPACE_STEP_CAP, clipped to the box; computed here in
     float64 NumPy. jaxopt's own rule truncates the step at the first bound instead."""
-    from nst_jax._optimize import _TRUNCATED_SUBSPACE, SUBSPACE_STEP_CAP, _projected_subspace
+    from nst_jax._lbfgsb import _JAXOPT_SUBSPACE as _TRUNCATED_SUBSPACE
+    from nst_jax._lbfgsb import SUBSPACE_STEP_CAP
+    from nst_jax._lbfgsb import projected_subspace as _projected_subspace
 
     rng = np.random.default_rng(4)
     n, pairs, top = 40, 2, 60.0
@@ -618,13 +620,57 @@ def test_projected_subspace_step_matches_numpy(theta):
         assert np.max(np.abs(truncated - expected)) > 1.0
 
 
-def test_subspace_rule_restores_jaxopt():
-    from nst_jax._optimize import _TRUNCATED_SUBSPACE, _jaxopt_lbfgsb, _subspace_rule
+def test_jaxopt_rules_restore_jaxopt():
+    from nst_jax._lbfgsb import _JAXOPT_CAUCHY, _JAXOPT_SUBSPACE, _jaxopt_lbfgsb, jaxopt_rules
 
-    with pytest.raises(KeyError), _subspace_rule("projected"):
-        assert _jaxopt_lbfgsb._minimize_subspace is not _TRUNCATED_SUBSPACE
-        raise KeyError
-    assert _jaxopt_lbfgsb._minimize_subspace is _TRUNCATED_SUBSPACE
+    for subspace in ("projected", "truncated"):
+        with pytest.raises(KeyError), jaxopt_rules(subspace):
+            assert _jaxopt_lbfgsb._find_cauchy_point is not _JAXOPT_CAUCHY
+            assert (_jaxopt_lbfgsb._minimize_subspace is _JAXOPT_SUBSPACE) == (
+                subspace == "truncated")
+            raise KeyError
+        assert _jaxopt_lbfgsb._find_cauchy_point is _JAXOPT_CAUCHY
+        assert _jaxopt_lbfgsb._minimize_subspace is _JAXOPT_SUBSPACE
+
+
+def _cauchy_problem(seed, n=3000, pairs=3, at_bounds=0.2, still=0.05, theta=1.0):
+    """A Cauchy-point problem like the image's: pixels in [0, 255], some at a bound with the
+    gradient pushing outwards, some with a zero gradient, a curvature model from s/y pairs."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 255.0, n)
+    grad = rng.normal(size=n)
+    pinned = rng.random(n) < at_bounds
+    x[pinned] = np.where(grad[pinned] > 0, 0.0, 255.0)
+    # Some a hair above 0: breakpoints in (0, eps], still at their bound for the walk.
+    hair = pinned & (grad > 0) & (rng.random(n) < 0.5)
+    x[hair] = rng.uniform(0.1, 0.9, hair.sum()) * np.finfo(np.float32).eps * grad[hair]
+    grad[rng.random(n) < still] = 0.0
+    s_hist = rng.normal(size=(pairs, n))
+    y_hist = s_hist * rng.uniform(0.5, 2.0, (pairs, n))
+    w = np.concatenate([y_hist, theta * s_hist]).T
+    sy, ss = s_hist @ y_hist.T, s_hist @ s_hist.T
+    low = np.tril(sy, -1)
+    m = np.linalg.inv(np.block([[-np.diag(np.diag(sy)), low.T], [low, theta * ss]]))
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
+    return (f32(x), f32(grad), f32(np.zeros(n)), f32(np.full(n, 255.0)), jnp.float32(theta),
+            f32(w), f32(m))
+
+
+@pytest.mark.parametrize("theta, window", [(1.0, 1024), (1.0, 4), (1e-3, 1024), (1e3, 8)])
+def test_cauchy_point_equals_jaxopts_bit_for_bit(theta, window, monkeypatch):
+    """Same x_cauchy, c and free set as jaxopt's two-sort version, on the fast path (the walk
+    passes 7 breakpoints, or none with a large theta) and on the full-sort fallback (a window
+    of 4 that the walk reaches, or a tiny theta: 1,574 breakpoints)."""
+    from nst_jax import _lbfgsb
+
+    monkeypatch.setattr(_lbfgsb, "CAUCHY_WINDOW", window)
+    problem = _cauchy_problem(7, theta=theta)
+    ours = jax.jit(_lbfgsb.cauchy_point)(*problem)
+    theirs = jax.jit(_lbfgsb._JAXOPT_CAUCHY)(*problem)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    free = np.asarray(ours[2])
+    assert 0 < free.sum() < free.size  # some passed or pinned variables, some still free
 
 
 @pytest.mark.parametrize("faster, slower", [
