@@ -58,11 +58,11 @@ class BatchResult(NamedTuple):
 
 
 #: Above this many pixels per image, ``stylize_batch(mode="auto")`` runs the lanes one after the
-#: other on a single CPU device. Measured on 2 cores (scripts/bench.py sweep, 8 runs): 43x64 px
-#: batched 1.34x the throughput of sequential runs, 170x256 px 0.90x (a vmapped evaluation of 8
-#: images is only 5% cheaper than 8 single ones there, and the vmapped L-BFGS-B update's loops
-#: run until their slowest lane). The crossover between the two was not measured: 128x128 is
-#: a round value in between.
+#: other on a single CPU device. Measured on 2 cores (scripts/bench.py sweep, 8 runs): 43x64 px,
+#: 10 iterations, batched 1.34x the throughput of sequential runs; 170x256 px, 20 iterations,
+#: 0.95x (a vmapped evaluation of 8 images costs 0.96-1.03x of 8 single ones there; 1.07x with
+#: 5 iterations, from the shared style Grams). The crossover was not measured: 128x128 is a
+#: round value in between.
 CPU_VMAP_MAX_PIXELS = 128 * 128
 
 

@@ -6,7 +6,7 @@ Zhu 1995 notation), and :func:`jaxopt_rules` puts jaxopt's back after tracing.
 
 * :func:`cauchy_point`: the same Cauchy point as jaxopt's ``_find_cauchy_point``, bit for bit,
   without its two full sorts of the n breakpoints (52 ms each at 256 px, 225 ms at 512 px on
-  2 CPU cores: 15-19% of an iteration).
+  2 CPU cores; with them an iteration cost 1.14-1.20x an evaluation, without 1.00-1.04x).
 * :func:`projected_subspace`: L-BFGS-B 3.0's subspace step instead of 2.1's truncated one.
 """
 
