@@ -38,8 +38,8 @@ def _breakpoint_search(order, t_sorted, t_before, grad, x, x_bound, theta, w, m,
     ``order`` (their breakpoints ``t_sorted``, ascending), as jaxopt writes it, stopping at the
     first segment holding the minimizer or after ``limit`` breakpoints.
 
-    Returns (i, df, ddf, c, p, t_old): i breakpoints passed; t_old the path parameter of the
-    Cauchy point.
+    Returns (i, c, t_old): i breakpoints passed; c the vector that starts the subspace
+    minimization (``W^T (x_cauchy - x)``); t_old the path parameter of the Cauchy point.
     """
     eps = np.finfo(x.dtype).eps
     dt = jnp.diff(t_sorted, prepend=t_before)
@@ -76,6 +76,7 @@ def cauchy_point(x, grad, lower, upper, theta, w, m):
 
     Returns (x_cauchy, c, free): as jaxopt's ``_find_cauchy_point``, equal to it bit for bit
     (tested, also where the fallback runs).
+
     The path bends at each variable's breakpoint ``t_i`` (where it reaches its bound); jaxopt
     argsorts all n of them, walks them in order until the model's minimum, then argsorts
     again to undo the order. But after the first iteration the walk passes few breakpoints
@@ -159,15 +160,19 @@ def jaxopt_rules(subspace: str):
     """While tracing jaxopt's L-BFGS-B update: :func:`cauchy_point` for its Cauchy point, and
     the ``subspace`` step ("projected": :func:`projected_subspace`; "truncated": jaxopt's).
     Only the trace reads the module globals, so compiled programs keep what they were traced
-    with."""
-    if _JAXOPT_CAUCHY is None or _JAXOPT_SUBSPACE is None:
-        raise RuntimeError("this jaxopt has no lbfgsb._find_cauchy_point/_minimize_subspace; "
-                           "nst_jax needs jaxopt 0.8.x")
-    _jaxopt_lbfgsb._find_cauchy_point = cauchy_point
+    with. A jaxopt without these private functions keeps its own Cauchy point; only the
+    projected step then refuses."""
+    if subspace == "projected" and _JAXOPT_SUBSPACE is None:
+        raise RuntimeError("this jaxopt has no lbfgsb._minimize_subspace; use "
+                           "StyleConfig(subspace='truncated') or jaxopt 0.8.x")
+    if _JAXOPT_CAUCHY is not None:
+        _jaxopt_lbfgsb._find_cauchy_point = cauchy_point
     if subspace == "projected":
         _jaxopt_lbfgsb._minimize_subspace = projected_subspace
     try:
         yield
     finally:
-        _jaxopt_lbfgsb._find_cauchy_point = _JAXOPT_CAUCHY
-        _jaxopt_lbfgsb._minimize_subspace = _JAXOPT_SUBSPACE
+        if _JAXOPT_CAUCHY is not None:
+            _jaxopt_lbfgsb._find_cauchy_point = _JAXOPT_CAUCHY
+        if _JAXOPT_SUBSPACE is not None:
+            _jaxopt_lbfgsb._minimize_subspace = _JAXOPT_SUBSPACE
