@@ -60,8 +60,9 @@ class BatchResult(NamedTuple):
 #: Above this many pixels per image, ``stylize_batch(mode="auto")`` runs the lanes one after the
 #: other on a single CPU device. Measured on 2 cores (scripts/bench.py sweep, 8 runs): 43x64 px,
 #: 10 iterations, batched 1.34x the throughput of sequential runs; 170x256 px, 20 iterations,
-#: 0.95x (a vmapped evaluation of 8 images costs 0.96-1.03x of 8 single ones there; 1.07x with
-#: 5 iterations, from the shared style Grams). The crossover was not measured: 128x128 is a
+#: 0.95x and, after the Cauchy point stopped sorting every lane, 1.06x (a vmapped evaluation of
+#: 8 images costs 0.85-1.03x of 8 single ones there): within the run-to-run drift, so larger
+#: images keep the loop, which is never slower. The crossover was not measured: 128x128 is a
 #: round value in between.
 CPU_VMAP_MAX_PIXELS = 128 * 128
 

@@ -83,8 +83,8 @@ def cauchy_point(x, grad, lower, upper, theta, w, m):
     (measured: at 128 px 31,727 of 32,640 in the first, then 0-90; at 512 px 459,606, 1,897,
     2,210, 371, then under 60), so only the ``CAUCHY_WINDOW`` smallest are taken with
     ``lax.top_k`` (4 ms at 512 px), and the full sort runs only when the walk gets to the end
-    of the window (``lax.cond``; under ``vmap`` both run). Variables at a bound (``t <= eps``)
-    never enter the walk: they are ordered last.
+    of the window. Variables at a bound (``t <= eps``) never enter the walk: they are ordered
+    last.
     """
     eps = np.finfo(x.dtype).eps
     n = x.shape[-1]
@@ -119,8 +119,15 @@ def cauchy_point(x, grad, lower, upper, theta, w, m):
     window = min(n, CAUCHY_WINDOW)
     i, c, t_old, passed = walk(window)
     if window < n:
-        i, c, t_old, passed = lax.cond((i < window) | (i >= n_free),
-                                       lambda: (i, c, t_old, passed), lambda: walk(n))
+        # The full walk at most once. A while_loop rather than a cond: under vmap a cond
+        # becomes a select that sorts every lane every iteration, while the loop runs its body
+        # only when some lane needs it.
+        def full(state):
+            return (*walk(n), jnp.bool_(False))
+
+        i, c, t_old, passed, _ = lax.while_loop(
+            lambda state: state[-1], full,
+            (i, c, t_old, passed, (i >= window) & (i < n_free)))
     still_free = free & ~passed
     return jnp.where(still_free, x + t_old * d, x_bound), c, still_free
 

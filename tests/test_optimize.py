@@ -673,6 +673,21 @@ def test_cauchy_point_equals_jaxopts_bit_for_bit(theta, window, monkeypatch):
     assert 0 < free.sum() < free.size  # some passed or pinned variables, some still free
 
 
+def test_cauchy_point_under_vmap(monkeypatch):
+    """A lane that needs the full sort beside one that does not, in one vmapped call: equal to
+    jaxopt's function vmapped the same way (batched matmuls round differently from single
+    ones, so the comparison is batched against batched)."""
+    from nst_jax import _lbfgsb
+
+    monkeypatch.setattr(_lbfgsb, "CAUCHY_WINDOW", 8)
+    problems = [_cauchy_problem(7, theta=1e3), _cauchy_problem(8, theta=1e-3)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *problems)
+    ours = jax.jit(jax.vmap(_lbfgsb.cauchy_point))(*stacked)
+    theirs = jax.jit(jax.vmap(_lbfgsb._JAXOPT_CAUCHY))(*stacked)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 @pytest.mark.parametrize("faster, slower", [
     ({}, {"subspace": "truncated"}),
     ({"optimizer": "projected-lbfgs"}, {"optimizer": "projected-lbfgs", "pyramid_levels": 0}),
