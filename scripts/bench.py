@@ -38,8 +38,8 @@ resized so its longest side is the size (so "512" is 341x512, HxW):
    resolution (pooling floors the sizes), and its backward to the input, which costs the same
    (the params are constants, so no kernel gradient is computed; conv1_1's backward is counted
    too: the image is the variable); each style Gram ``F^T F`` forward ``2*N*N*M`` and backward
-   ``2*N*N*M`` (one product, ``F (C + C^T)``: ``gram_matrix``'s own derivative). Elementwise work (ReLU,
-   pooling, the losses) is not counted. The forward count is printed beside XLA's own
+   ``2*N*N*M`` (one product, ``F (C + C^T)``: ``gram_matrix``'s own derivative).
+   Elementwise work (ReLU, pooling, the losses) is not counted. The forward count is printed beside XLA's own
    ``cost_analysis()`` of the jitted forward loss, and the total beside XLA's count of the
    compiled loss+gradient. XLA leaves out the kernel taps that fall on the "SAME" zero padding
    ((3H-2)(3W-2) per channel pair instead of 9HW): the "no-pad" column counts that way and
