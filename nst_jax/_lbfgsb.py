@@ -33,19 +33,18 @@ SUBSPACE_STEP_CAP = 16.0  # pixel levels; see projected_subspace
 CAUCHY_WINDOW = 4096
 
 
-def _breakpoint_search(order, t_sorted, t_before, grad, x, x_bound, theta, w, m, d, limit):
+def _breakpoint_search(order, t_sorted, t_before, start, grad, x, x_bound, theta, w, m,
+                       limit):
     """Algorithm CP's loop (Byrd et al. 1995, Sec. 4) over the free variables in the order
     ``order`` (their breakpoints ``t_sorted``, ascending), as jaxopt writes it, stopping at the
-    first segment holding the minimizer or after ``limit`` breakpoints.
+    first segment holding the minimizer or after ``limit`` breakpoints. ``start`` = (df, ddf,
+    p) at the path's start, the same whichever order is walked.
 
     Returns (i, c, t_old): i breakpoints passed; c the vector that starts the subspace
     minimization (``W^T (x_cauchy - x)``); t_old the path parameter of the Cauchy point.
     """
     eps = np.finfo(x.dtype).eps
     dt = jnp.diff(t_sorted, prepend=t_before)
-    p0 = jnp.dot(w.T, d)
-    df0 = -jnp.dot(d, d)
-    ddf0 = -theta * df0 - jnp.dot(jnp.matmul(m, p0), p0)
 
     def cond(state):
         i, df, ddf = state[:3]
@@ -62,6 +61,7 @@ def _breakpoint_search(order, t_sorted, t_before, grad, x, x_bound, theta, w, m,
                    - g ** 2 * jnp.dot(w_j, jnp.matmul(m, w_j)))
         return i + 1, df_new, jnp.maximum(eps, ddf_new), c_new, p + g * w_j
 
+    df0, ddf0, p0 = start
     zero = jnp.zeros(m.shape[-1:], m.dtype)
     i, df, ddf, c, p = lax.while_loop(cond, body, (jnp.int32(0), df0, ddf0, zero, p0))
     dt_min = jnp.maximum(-df / ddf, 0.0)
@@ -102,7 +102,11 @@ def cauchy_point(x, grad, lower, upper, theta, w, m):
     walkable = free & jnp.isfinite(t)
     n_free = jnp.sum(walkable, dtype=jnp.int32)
     key = jnp.where(walkable, t, jnp.inf)
-    args = (grad, x, x_bound, theta, w, m, d)
+    # The model's slope and curvature at the path's start (one pass over W), shared by both walks.
+    p0 = jnp.dot(w.T, d)
+    df0 = -jnp.dot(d, d)
+    ddf0 = -theta * df0 - jnp.dot(jnp.matmul(m, p0), p0)
+    args = ((df0, ddf0, p0), grad, x, x_bound, theta, w, m)
 
     def walk(window):
         if window < n:

@@ -38,7 +38,8 @@ def estimate_bytes(height: int, width: int, config, *, batch: int = 1) -> int:
     Adam's two moments. ``config.dtype`` and ``config.remat`` are deliberately not credited:
     on XLA:CPU at 512 px remat lowered the measured peak by 4% (1,125 vs 1,173 MiB) and
     bfloat16 raised it (1,301), and on GPUs they are not measured yet; shallower
-    ``config.feature_layers`` would need less, so for them the estimate errs on the safe side. Accelerators get the same (CPU-measured) model.
+    ``config.feature_layers`` would need less, so for them the estimate errs on the safe side.
+    Accelerators get the same (CPU-measured) model.
 
     Args:
         height, width: image size in pixels, after resizing.

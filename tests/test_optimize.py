@@ -584,9 +584,7 @@ def test_projected_subspace_step_matches_numpy(theta):
     x_c + du (Byrd, Lu, Nocedal & Zhu 1995, Eqs. 5.4-5.11, direct primal method), du scaled
     down to move nothing more than SUBSPACE_STEP_CAP, clipped to the box; computed here in
     float64 NumPy. jaxopt's own rule truncates the step at the first bound instead."""
-    from nst_jax._lbfgsb import _JAXOPT_SUBSPACE as _TRUNCATED_SUBSPACE
-    from nst_jax._lbfgsb import SUBSPACE_STEP_CAP
-    from nst_jax._lbfgsb import projected_subspace as _projected_subspace
+    from nst_jax._lbfgsb import _JAXOPT_SUBSPACE, SUBSPACE_STEP_CAP, projected_subspace
 
     rng = np.random.default_rng(4)
     n, pairs, top = 40, 2, 60.0
@@ -610,9 +608,9 @@ def test_projected_subspace_step_matches_numpy(theta):
     args = [jnp.asarray(a, jnp.float32) for a in (x, grad, lower, upper, x_cauchy, c)]
     rest = (jnp.float32(theta), jnp.asarray(w, jnp.float32), jnp.asarray(m, jnp.float32),
             jnp.asarray(active))
-    got = np.asarray(_projected_subspace(*args, *rest))
+    got = np.asarray(projected_subspace(*args, *rest))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
-    truncated = np.asarray(_TRUNCATED_SUBSPACE(*args, *rest))
+    truncated = np.asarray(_JAXOPT_SUBSPACE(*args, *rest))
     if theta > 1:  # a short step that meets no bound: both rules agree
         assert np.all((x_cauchy + du >= 0) & (x_cauchy + du <= top))
         np.testing.assert_allclose(truncated, expected, rtol=1e-4, atol=1e-3)
