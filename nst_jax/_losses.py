@@ -8,6 +8,7 @@ Equations follow Gatys, Ecker & Bethge, "A Neural Algorithm of Artistic Style" (
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import jax
@@ -82,19 +83,60 @@ def content_loss(x: jax.Array, p: jax.Array, *, norm: str = "gatys") -> jax.Arra
     return 0.5 * jnp.sum(jnp.square(x - p))
 
 
+def style_target(f: jax.Array) -> jax.Array:
+    """The style target of one layer: the Gram matrix per position, ``A_hat = A / M'``.
+
+    Every style comparison in nst_jax uses this one convention (as Gatys et al. and the
+    reference implementations do): each Gram is divided by its own image's number of
+    positions M', so a style image of any size gives the same per-position statistics.
+
+    Args:
+        f: (H', W', N) features of the style image.
+
+    Returns:
+        (N, N) float32.
+    """
+    f = _as_maps(f, "style_target")
+    return gram_matrix(f) / (f.shape[0] * f.shape[1])
+
+
+def style_error(x: jax.Array, target: jax.Array, *, norm: str = "gatys") -> jax.Array:
+    """Style error of one layer against a per-position target ``A_hat`` (:func:`style_target`):
+    ``E_l = c * sum_ij (G_ij / M - A_hat_ij)^2``, c = 1/(4 N^2) (``"gatys"``) or 1/N^4
+    (``"mean"``).
+
+    With ``A_hat = A / M`` (a style image of the output's size) this is Gatys Eq. 4,
+    ``1/(4 N^2 M^2) sum (G - A)^2``. ``"mean"`` is the mean squared error of Grams divided by
+    the number of feature elements (neural-style, the PyTorch tutorial),
+    ``1/N^2 sum (G/(N M) - A/(N M'))^2``.
+
+    Args:
+        x: (H, W, N) features of the generated image (M = H W positions, N channels).
+        target: (N, N) per-position target Gram.
+    """
+    _check_norm(norm)
+    x = _as_maps(x, "style_error")
+    n = x.shape[-1]
+    target = jnp.asarray(target)
+    if target.shape != (n, n):
+        raise ValueError(f"style_error: target shape {target.shape} does not match {n} channels")
+    diff = gram_matrix(x) / (x.shape[0] * x.shape[1]) - target.astype(jnp.float32)
+    # Divide before squaring: (G/M - A/M') / N keeps float32 far from overflow.
+    scaled = jnp.sum(jnp.square(diff / n))
+    return 0.25 * scaled if norm == "gatys" else scaled / (n * n)
+
+
 def style_layer_loss(
     x: jax.Array, a_gram: jax.Array, *, a_positions: int | None = None, norm: str = "gatys"
 ) -> jax.Array:
-    """``E_l = 1 / (4 N^2 M^2) * sum_ij (G_ij - A_ij)^2`` (Gatys Eq. 4).
+    """``E_l = 1 / (4 N^2 M^2) * sum_ij (G_ij - A_ij)^2`` (Gatys Eq. 4) from the style image's
+    raw Gram matrix A (:func:`gram_matrix`).
 
     N is the number of channels and M = H * W the number of positions of the layer. (A
     paraphrase of the paper calls M the "side length" and writes ``G - A`` without its sign; we
-    follow Gatys et al.: M = H * W and the difference G - A.) When the style image has another
-    size (``a_positions`` = M' != M) each Gram is divided by its own number of positions:
-    ``E_l = 1/(4 N^2) * sum (G/M - A/M')^2``, which is Eq. 4 when M' = M and what Gatys'
-    and the reference implementations do. ``norm="mean"`` is their mean squared error of
-    Grams divided by the number of feature elements (neural-style, the PyTorch tutorial):
-    ``E_l = 1/N^2 * sum (G/(N M) - A/(N M'))^2``.
+    follow Gatys et al.: M = H * W and the difference G - A.) A style image of another size
+    (``a_positions`` = M' != M) is compared per position, ``1/(4 N^2) * sum (G/M - A/M')^2``:
+    this is :func:`style_error` against the target ``A / M'``.
 
     Args:
         x: (H, W, N) features of the generated image.
@@ -111,25 +153,9 @@ def style_layer_loss(
     a_gram = a_gram.astype(jnp.float32)
     if a_positions is not None and a_positions != m:
         a_gram = a_gram * (m / a_positions)
-    # Divide before squaring: (G - A) / (N M) keeps float32 far from overflow at large M.
+    # (G - A) before any division: G == A gives exactly 0. Dividing before squaring,
+    # (G - A) / (N M), keeps float32 far from overflow at large M.
     scaled = jnp.sum(jnp.square((gram_matrix(x) - a_gram) / (n * m)))
-    return 0.25 * scaled if norm == "gatys" else scaled / (n * n)
-
-
-def normalized_style_error(x: jax.Array, a_hat: jax.Array, *, norm: str = "gatys") -> jax.Array:
-    """Style error against a per-position target Gram ``A_hat = A / M'`` (see
-    :func:`style_layer_loss`): ``c * sum_ij (G_ij / M - A_hat_ij)^2`` with c = 1/(4 N^2)
-    ("gatys") or 1/N^4 ("mean").
-
-    Args:
-        x: (H, W, N) features.
-        a_hat: (N, N) target Gram divided by the style image's number of positions.
-    """
-    _check_norm(norm)
-    n = x.shape[-1]
-    diff = gram_matrix(x) / (x.shape[0] * x.shape[1]) - a_hat
-    # Divide before squaring: (G/M - A/M') / N keeps float32 far from overflow.
-    scaled = jnp.sum(jnp.square(diff / n))
     return 0.25 * scaled if norm == "gatys" else scaled / (n * n)
 
 
@@ -158,7 +184,7 @@ def guided_style_error(x: jax.Array, a_hats: jax.Array, masks: jax.Array, *,
                        norm: str = "gatys") -> jax.Array:
     """Style error of R guided regions: ``sum_r (|T_r| / M) * c * sum_ij (G^r_ij - A_hat^r_ij)^2``.
 
-    Each region's error (c as in :func:`normalized_style_error`) is weighted by its share of
+    Each region's error (c as in :func:`style_error`) is weighted by its share of
     the image, ``|T_r| / M`` = mean of its mask, so that a single all-ones mask gives exactly the
     unguided error and regions count in proportion to their area.
 
@@ -176,30 +202,43 @@ def guided_style_error(x: jax.Array, a_hats: jax.Array, masks: jax.Array, *,
 
 def style_loss(
     features: Mapping[str, jax.Array],
-    style_grams: Mapping[str, jax.Array],
+    style_features: Mapping[str, jax.Array],
     layer_weights: Mapping[str, jax.Array] | None = None,
+    *,
+    norm: str = "gatys",
 ) -> jax.Array:
-    """``L_s = sum_l w_l E_l`` over the layers of ``style_grams`` (Gatys Eq. 5).
+    """``L_s = sum_l w_l E_l`` over the layers of ``style_features`` (Gatys Eq. 5); each
+    ``E_l`` is a :func:`style_error` against the style image's per-position Gram
+    (:func:`style_target`), so the style image may have any size.
 
     Args:
         features: layer name -> (H, W, N_l) features of the generated image.
-        style_grams: layer name -> (N_l, N_l) Gram matrix of the style image.
+        style_features: layer name -> (H', W', N_l) features of the style image. (Deprecated:
+            an (N_l, N_l) Gram matrix, taken as the Gram of a style image of the output's
+            size.)
         layer_weights: layer name -> w_l (scalars, may be traced); default ``w_l = 1 / L``.
     """
-    if not style_grams:
+    if not style_features:
         raise ValueError("style_loss: no style layers")
     if layer_weights is None:
-        layer_weights = {name: 1.0 / len(style_grams) for name in style_grams}
-    missing = set(style_grams) - set(layer_weights)
+        layer_weights = {name: 1.0 / len(style_features) for name in style_features}
+    missing = set(style_features) - set(layer_weights)
     if missing:
         raise ValueError(f"style_loss: no weight for layers {sorted(missing)}")
-    missing = set(style_grams) - set(features)
+    missing = set(style_features) - set(features)
     if missing:
         raise ValueError(f"style_loss: no features for layers {sorted(missing)}")
-    return sum(
-        jnp.asarray(layer_weights[name], jnp.float32) * style_layer_loss(features[name], gram)
-        for name, gram in style_grams.items()
-    )
+    total = jnp.float32(0.0)
+    for name, style in style_features.items():
+        if jnp.ndim(style) == 2:
+            warnings.warn("style_loss: pass the style image's features, not its Gram matrix "
+                          "(a Gram does not tell the style image's size)", DeprecationWarning,
+                          stacklevel=2)
+            error = style_layer_loss(features[name], style, norm=norm)
+        else:
+            error = style_error(features[name], style_target(style), norm=norm)
+        total = total + jnp.asarray(layer_weights[name], jnp.float32) * error
+    return total
 
 
 def total_variation(img: jax.Array, *, form: str = "squared") -> jax.Array:

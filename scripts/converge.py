@@ -1,31 +1,26 @@
-"""Convergence benchmark: loss against wall-clock time and evaluations, for every optimizer.
+"""Convergence benchmark: loss against wall-clock time and evaluations, for every optimizer, on
+the pretrained VGG-19.
 
-Commands (from the repository root)::
+Commands (from the repository root, venv active; ``--weights`` defaults to ``auto``, the
+pretrained weights as the CLI finds or downloads them; ``random`` for untrained ones)::
 
-    PYTHONPATH=. python scripts/converge.py                 # default: 128 px, 9 runs, ~15 min
-    PYTHONPATH=. python scripts/converge.py --sizes 128,256 # + 256 px (4 runs), ~20 min more
-    PYTHONPATH=. python scripts/converge.py --runs all      # every run at 128 px, ~45 min
-    PYTHONPATH=. python scripts/converge.py --sizes 48 --evals 10   # smoke test, ~3 min
-    PYTHONPATH=. python scripts/converge.py --runs 'lua-ref*,jaxopt-*-h10' --evals 100
-    PYTHONPATH=. python scripts/converge.py --list-runs     # run names and default sets
+    python scripts/converge.py --sizes 128 --evals 300 --json docs/benchmarks/converge_128.json \
+        --plot docs/benchmarks/converge_128.png                       # the default runs
+    python scripts/converge.py --sizes 256 --evals 300 --runs 'lua-ref-steps,jaxopt-none-h10'
+    python scripts/converge.py --torch-json torch_128.json ...         # + the PyTorch reference
+    python scripts/converge.py --list-runs
 
-Runtime: on this 2-core CPU one 128-px loss+gradient evaluation takes ~0.25 s as a compiled call
-(~0.75 s at 256 px), so a 300-evaluation run is ~80 s at 128 px and ~4 min at 256 px plus its
-compile (~5-10 s; ~30 s for history 100 of the projected L-BFGS, whose two-loop unrolls; ~70 s
-for the Hager-Zhang line search). Measured: 7 runs at 128 px, 605 s on a loaded machine. ``lua-ref``
-(the reference inside ``lax.scan``) costs 2x per evaluation on XLA:CPU (see "in-loop" below), so
-it is not in the default sets; ``lua-ref-steps`` runs the same algorithm at the bare speed.
-Hager-Zhang overshoots the budget by up to one compiled chunk.
+Runtime on the 2-core CPU machine: one 128-px loss+gradient evaluation takes ~50 ms as a
+compiled call (~190 ms at 256 px), so a 300-evaluation run is ~15-25 s at 128 px and ~1 min at
+256 px plus its compile (5-10 s; ~30 s for the Hager-Zhang line search).
 
 Problem: the chelsea photo (content) and starry_night (style) from ``examples/``, each loaded
 with ``load_image(path, max_side=S)`` for every size S in ``--sizes``; the library's default
-objective (conv4_2 content, conv1_1..conv5_1 style, alpha=1, beta=1e3, no TV), content
-initialisation, seeded random VGG-19 (``random_vgg19_params(jax.random.key(0))``) unless
-``--weights PATH``. Every run gets the same budget of ``--evals`` loss+gradient evaluations (the
+objective (conv4_2 content, conv1_1..conv5_1 style, the default alpha and beta, no TV), content
+initialisation. Every run gets the same budget of ``--evals`` loss+gradient evaluations (the
 initial evaluation counts as one).
 
-Runs (names for ``--runs``; shell-style patterns such as ``'adam-*'`` work, ``all`` = every run;
-the default set is ``DEFAULT_RUNS_SMALL`` below 256 px and ``DEFAULT_RUNS_LARGE`` from 256 px):
+Runs (names for ``--runs``; shell-style patterns such as ``'adam-*'`` work, ``all`` = every run):
 
 * ``lua-ref``: a "Lua-reference" L-BFGS written here in JAX (:func:`lua_step`), matching
   ``optim.lbfgs`` of torch/optim as jcjohnson/neural-style calls it (``learningRate=1``,
@@ -34,25 +29,20 @@ the default set is ``DEFAULT_RUNS_SMALL`` below 256 px and ``DEFAULT_RUNS_LARGE`
   ``H0 = s'y / y'y`` of the newest pair, a pair skipped when ``y's <= 1e-10``; unconstrained.
   (Checked against a line-by-line numpy port of optim/lbfgs.lua on a small convex problem:
   losses and iterates agree to 1e-14 in float64, history wrap-around included.) It runs compiled
-  like the library's loop: one ``lax.scan`` per chunk of iterations (chunk size as in
-  ``stylize``), state donated, one loss per evaluation recorded. Its loss after ``--evals``
-  evaluations is the target ``L*`` of its size.
+  in chunks of ``lax.scan``. Its loss after ``--evals`` evaluations is the target ``L*``.
 * ``lua-ref-steps``: the same algorithm, one compiled iteration per Python call (no XLA loop
-  around the iterations), to show what the loop structure itself costs. Same iterates up to
-  float32 rounding, which the line-search-free L-BFGS amplifies (loss@E 1.6% apart at 48 px
-  after 12 evaluations here). It gives ``L*`` where ``lua-ref`` is not run.
-* ``jaxopt-{backtracking,zoom,hager-zhang,none}-h{10,100}``: :func:`nst_jax.stylize` with jaxopt's
-  box-constrained L-BFGS-B, each line search it offers, or ``none`` (fixed step 1 then
-  projection), history 10 and 100, with nst_jax's projected subspace step
-  (``StyleConfig(subspace="projected")``, the default). ``jaxopt-none-h10`` is the library
-  default. ``jaxopt-none-truncated-h10``: the same with jaxopt's own subspace step
-  (``subspace="truncated"``), i.e. jaxopt as it ships.
-* ``optax-lbfgs-h10``: optax's L-BFGS (zoom line search, unconstrained, clipped on output).
-* ``projected-lbfgs-h{10,100}``: nst_jax's projected L-BFGS (fixed step, two-loop on the free
-  pixels with the pyramid preconditioner, clipped steps;
-  ``StyleConfig(optimizer="projected-lbfgs")``); ``projected-lbfgs-flat-h10`` without the
-  preconditioner (``pyramid_levels=0``).
-* ``adam-lr{1,5,10,20}``: projected Adam, learning rate in 0-255 pixel units.
+  around the iterations; XLA:CPU runs convolutions ~2x slower inside loops). It gives ``L*``
+  where ``lua-ref`` is not run.
+* ``torch-lbfgs`` (with ``--torch-json``, one file per size, from ``scripts/torch_reference.py
+  lbfgs``): the independent PyTorch reference, ``torch.optim.LBFGS(lr=1, history_size=100,
+  line_search_fn=None)`` on the same weights and objective; its loss at the budget is the
+  target when given, and each run's time to it is compared with the PyTorch run's.
+* ``jaxopt-{none,backtracking,zoom,hager-zhang}-h{10,20,50,100}``: :func:`nst_jax.stylize` with
+  jaxopt's L-BFGS (``nst_jax.solvers.lbfgs``: box kept by reflection, first step of at most 32
+  pixel levels), with a fixed step (``none``) or one of jaxopt's line searches.
+  ``jaxopt-none-h10`` is the library default.
+* ``optax-lbfgs-h10``: optax's L-BFGS (zoom line search).
+* ``adam-lr{5,10,20}``: projected Adam, learning rate in 0-255 pixel units.
 
 How each run is timed: a warm-up call compiles everything (``stylize(iterations=0)``; for the
 references the same functions ahead of time), then the timed call: ``stylize(iterations=evals-1,
@@ -65,8 +55,8 @@ recompute ``aux`` (cheaper than a loss+gradient). Seconds are ``history["seconds
 from the start of the timed call, compiles excluded, so the target features and the initial
 evaluation are in the first chunk; within a chunk the time is spread evenly); the references are
 timed the same way. ``clipped``: the loss of the final image clipped to 0..255, which is what an
-unconstrained solver delivers (for the box-constrained ones it equals ``final``); ``L*`` and
-``t(L*)`` use the loss of the iterate itself.
+unconstrained solver (the references) delivers (for nst_jax's it equals ``final``: every iterate
+is in the box); ``L*`` and ``t(L*)`` use the loss of the iterate itself.
 
 Two evaluation floors are measured per size: "bare", one compiled ``value_and_grad`` call
 (``block_until_ready``, median of ``--repeats`` = 5, measured again just before every run), and
@@ -86,9 +76,9 @@ evaluations x floor) / iterations), ``loss@E``, final and clipped final loss, th
 default: loop seconds / (evaluations x bare evaluation), target <= 1.05, and the same over the
 in-loop floor. ``--json PATH`` (default converge.json): every curve (loss, evaluations, seconds
 per iteration), every summary number, the floors and the environment (jax version, CPU count,
-load average at start and end). ``--plot PATH`` (default converge.png): per size a row of two
-panels, loss (log scale) against seconds and against evaluations, one line per run, ``L*``
-dashed. Both files are written atomically.
+load average at start and end). ``--plot PATH`` (default converge.png, needs matplotlib:
+``pip install '.[plots]'``): per size a row of two panels, loss (log scale) against seconds and
+against evaluations, one line per run, ``L*`` dashed. Both files are written atomically.
 """
 
 from __future__ import annotations
@@ -110,17 +100,20 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
-from nst_jax import NstError, load_image, load_vgg19_params, random_vgg19_params
-from nst_jax._optimize import (
+from nst_jax import NstError, load_image
+from nst_jax._objective import (
+    DEFAULT_CONTENT_WEIGHT,
+    DEFAULT_STYLE_WEIGHT,
     StyleConfig,
-    _chunk_size,
     loss_weights,
     make_targets,
     stylization_loss,
-    stylize,
 )
+from nst_jax.run import stylize
+from nst_jax.run._loop import chunk_size
+from nst_jax.solvers import SolverConfig
+from nst_jax.weights import resolve_weights
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BASE = StyleConfig()
@@ -130,10 +123,9 @@ REFERENCE_STEPS = "lua-ref-steps"  # the same algorithm without an XLA loop arou
 # Default run sets (see the module docstring): below LARGE px, and from LARGE px up.
 LARGE = 256
 DEFAULT_RUNS_SMALL = (
-    REFERENCE_STEPS, DEFAULT_RUN, "jaxopt-none-truncated-h10", "jaxopt-backtracking-h10",
-    "projected-lbfgs-h10", "projected-lbfgs-h100", "projected-lbfgs-flat-h10", "optax-lbfgs-h10",
-    "adam-lr10")
-DEFAULT_RUNS_LARGE = (REFERENCE_STEPS, DEFAULT_RUN, "projected-lbfgs-h10", "adam-lr10")
+    REFERENCE_STEPS, DEFAULT_RUN, "jaxopt-none-h20", "jaxopt-none-h100", "jaxopt-backtracking-h10",
+    "jaxopt-zoom-h10", "optax-lbfgs-h10", "adam-lr10")
+DEFAULT_RUNS_LARGE = (REFERENCE_STEPS, DEFAULT_RUN, "jaxopt-none-h100", "adam-lr10")
 
 
 def run_specs() -> dict[str, dict[str, Any]]:
@@ -142,23 +134,14 @@ def run_specs() -> dict[str, dict[str, Any]]:
         REFERENCE: {"kind": "lua", "lr": 1.0, "history": 100, "loop": "scan"},
         REFERENCE_STEPS: {"kind": "lua", "lr": 1.0, "history": 100, "loop": "steps"},
     }
-    for history in (10, 100):
-        for search in ("backtracking", "zoom", "hager-zhang", "none"):
+    for history in (10, 20, 50, 100):
+        for search in ("none", "backtracking", "zoom", "hager-zhang"):
             specs[f"jaxopt-{search}-h{history}"] = {
-                "kind": "stylize", "optimizer": "jaxopt-lbfgs", "linesearch": search,
+                "kind": "stylize", "name": "jaxopt-lbfgs", "linesearch": search,
                 "history_size": history}
-    # jaxopt's L-BFGS-B as it ships: the subspace step truncated at the first bound.
-    specs["jaxopt-none-truncated-h10"] = {
-        "kind": "stylize", "optimizer": "jaxopt-lbfgs", "linesearch": "none", "history_size": 10,
-        "subspace": "truncated"}
-    specs["optax-lbfgs-h10"] = {"kind": "stylize", "optimizer": "optax-lbfgs", "history_size": 10}
-    for history in (10, 100):
-        specs[f"projected-lbfgs-h{history}"] = {"kind": "stylize", "optimizer": "projected-lbfgs",
-                                                "history_size": history}
-    specs["projected-lbfgs-flat-h10"] = {"kind": "stylize", "optimizer": "projected-lbfgs",
-                                         "history_size": 10, "pyramid_levels": 0}
-    for lr in (1, 5, 10, 20):
-        specs[f"adam-lr{lr}"] = {"kind": "stylize", "optimizer": "adam", "learning_rate": float(lr)}
+    specs["optax-lbfgs-h10"] = {"kind": "stylize", "name": "optax-lbfgs", "history_size": 10}
+    for lr in (5, 10, 20):
+        specs[f"adam-lr{lr}"] = {"kind": "stylize", "name": "adam", "learning_rate": float(lr)}
     return specs
 
 
@@ -178,8 +161,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: DEFAULT_RUNS_SMALL below 256 px, DEFAULT_RUNS_LARGE from 256 px "
                         "up; see --list-runs)")
     parser.add_argument("--list-runs", action="store_true", help="print the run names and exit")
-    parser.add_argument("--weights", type=Path,
-                        help="Keras VGG-19 HDF5 file (default: seeded random weights)")
+    parser.add_argument("--weights", default="auto",
+                        help="auto (default: the pretrained VGG-19, found or downloaded as the "
+                        "CLI does), random, or a Keras-layout HDF5 file")
+    parser.add_argument("--torch-json", type=Path, action="append", default=[],
+                        help="a scripts/torch_reference.py lbfgs result (repeat: one per size)")
     parser.add_argument("--json", type=Path, default=Path("converge.json"),
                         help="where to write every curve and number (default converge.json)")
     parser.add_argument("--plot", type=Path, default=Path("converge.png"),
@@ -327,7 +313,7 @@ def run_lua(params, content, style, evals: int, spec: dict) -> tuple[dict, np.nd
     targets = targets_fn(params, content, style)
     state = init_fn(content, params, targets, weights)
     iterations = evals - 1
-    chunk = min(_chunk_size(content.shape[0] * content.shape[1], None), iterations)
+    chunk = min(chunk_size(content.shape[0] * content.shape[1], None), iterations)
     args = (params, targets, weights, lr)
     if spec["loop"] == "scan":
         lengths = {chunk, iterations % chunk} - {0}
@@ -377,20 +363,20 @@ def run_lua(params, content, style, evals: int, spec: dict) -> tuple[dict, np.nd
 
 
 def run_stylize(params, content, style, evals: int, spec: dict) -> tuple[dict, np.ndarray]:
-    config = StyleConfig(**{key: value for key, value in spec.items() if key != "kind"})
-    warm = stylize(content, style, params=params, config=config, iterations=0, tol=0.0)
+    solver = SolverConfig(**{key: value for key, value in spec.items() if key != "kind"})
+    warm = stylize(content, style, params=params, config=BASE, solver=solver, iterations=0,
+                   tol=0.0)
 
     def stop(state, records):
         return int(state.evaluations) >= evals
 
-    result = stylize(content, style, params=params, config=config, iterations=evals - 1,
-                     tol=0.0, callback=stop)
+    result = stylize(content, style, params=params, config=BASE, solver=solver,
+                     iterations=evals - 1, tol=0.0, callback=stop)
     history = {name: np.asarray(result.history[name])
                for name in ("loss", "evaluations", "seconds")}
     record = {"iterations": result.iterations, "evaluations": result.evaluations,
               "compile_seconds": warm.compile_seconds + result.compile_seconds,
               "status": result.status, "history": history}
-    # The final iterate itself: unclipped for optax's L-BFGS (result.image is clipped).
     return record, np.asarray(result.state.image)
 
 
@@ -468,7 +454,22 @@ def time_to(history: dict, target: float, evals: int) -> float | None:
     return float(history["seconds"][hit[0]]) if hit.size else None
 
 
-def run_size(params, size: int, args) -> dict:
+def torch_record(torch: dict, evals: int) -> dict:
+    """A ``scripts/torch_reference.py lbfgs`` result as a run record (curves cut at the budget)."""
+    loss = np.asarray(torch["loss"], np.float64)[:evals]
+    seconds = np.asarray(torch["seconds"], np.float64)[:evals]
+    evaluations = np.arange(1, len(loss) + 1)
+    return {"spec": {"kind": "torch", **torch.get("settings", {})},
+            "summary": {"iterations": len(loss) - 1, "evaluations": len(loss),
+                        "evals_per_iteration": 1.0, "loop_seconds": float(seconds[-1]),
+                        "ms_per_evaluation": 1e3 * float(seconds[-1]) / len(loss),
+                        "loss_at_budget": float(loss[-1]), "final_loss": float(loss[-1]),
+                        "evaluations_at_budget": len(loss), "status": "torch reference"},
+            "curve": {"loss": loss.tolist(), "evaluations": evaluations.tolist(),
+                      "seconds": seconds.tolist()}}
+
+
+def run_size(params, size: int, args, torch_runs: list[dict]) -> dict:
     content, style = load_pair(size)
     names = select_runs(args.runs, size)
     specs = run_specs()
@@ -503,8 +504,11 @@ def run_size(params, size: int, args) -> dict:
     bare_after = statistics.median(time_it(args.repeats))
     in_loop_after = statistics.median(time_in_loop(3))
 
-    # L*: the scanned reference's loss at the budget, else the stepped one's (same iterates).
-    reference = next((n for n in (REFERENCE, REFERENCE_STEPS) if n in runs), None)
+    for torch in torch_runs:
+        runs["torch-lbfgs"] = torch_record(torch, args.evals)
+    # L*: the PyTorch reference's loss at the budget when given, else the scanned JAX
+    # reference's, else the stepped one's (same iterates).
+    reference = next((n for n in ("torch-lbfgs", REFERENCE, REFERENCE_STEPS) if n in runs), None)
     target = None
     if reference is not None:
         target = runs[reference]["summary"]["loss_at_budget"]
@@ -518,7 +522,8 @@ def run_size(params, size: int, args) -> dict:
                 None if reach is None or not ref_time else reach / ref_time)
     default = runs.get(DEFAULT_RUN, {}).get("summary", {})
     return {"size": size, "height": int(content.shape[0]), "width": int(content.shape[1]),
-            "bare_eval_ms": statistics.median(r["summary"]["bare_eval_ms"] for r in runs.values()),
+            "bare_eval_ms": statistics.median(r["summary"]["bare_eval_ms"] for r in runs.values()
+                                              if "bare_eval_ms" in r["summary"]),
             "bare_eval_ms_after": 1e3 * bare_after,
             "in_loop_eval_ms": 1e3 * in_loop, "in_loop_eval_ms_all": [1e3 * t for t in in_loop_times],
             "in_loop_eval_ms_after": 1e3 * in_loop_after,
@@ -556,10 +561,10 @@ def report_size(result: dict, evals: int) -> str:
         s = run["summary"]
         rows.append([
             name, str(s["evaluations"]), str(s["iterations"]), f"{s['evals_per_iteration']:.2f}",
-            f"{s['ms_per_evaluation']:.1f}", f"{s['overhead']:.3f}",
-            f"{s['overhead_vs_floor']:.3f}", f"{s['solver_ms_per_iteration']:.1f}",
+            f"{s['ms_per_evaluation']:.1f}", fmt(s.get("overhead"), ".3f"),
+            fmt(s.get("overhead_vs_floor"), ".3f"), fmt(s.get("solver_ms_per_iteration"), ".1f"),
             fmt(s["loss_at_budget"], ".5g"), fmt(s["final_loss"], ".5g"),
-            fmt(s["clipped_final_loss"], ".5g"), fmt(s.get("time_to_target"), ".2f"),
+            fmt(s.get("clipped_final_loss"), ".5g"), fmt(s.get("time_to_target"), ".2f"),
             fmt(s.get("ratio_to_reference"), ".2f")])
     out.append(table(["run", "evals", "iters", "evals/it", "ms/eval", "x bare", "x floor",
                       "solver ms/it", "loss@E", "final", "clipped", "t(L*) s", "vs ref"], rows))
@@ -571,113 +576,38 @@ def report_size(result: dict, evals: int) -> str:
     return "\n".join(out)
 
 
-# tab20-like palette; pairs (dark, light) for history 10 / 100 of the same line search.
-_PALETTE = {
-    REFERENCE: (0, 0, 0), REFERENCE_STEPS: (0, 128, 128),
-    "jaxopt-backtracking-h10": (31, 119, 180), "jaxopt-backtracking-h100": (120, 170, 220),
-    "jaxopt-zoom-h10": (255, 127, 14), "jaxopt-zoom-h100": (255, 187, 120),
-    "jaxopt-hager-zhang-h10": (44, 160, 44), "jaxopt-hager-zhang-h100": (140, 215, 130),
-    "jaxopt-none-h10": (214, 39, 40), "jaxopt-none-h100": (255, 152, 150),
-    "jaxopt-none-truncated-h10": (150, 0, 90), "optax-lbfgs-h10": (148, 103, 189),
-    "projected-lbfgs-h10": (23, 190, 207), "projected-lbfgs-h100": (0, 70, 200),
-    "projected-lbfgs-flat-h10": (150, 215, 230),
-    "adam-lr1": (140, 86, 75), "adam-lr5": (227, 119, 194), "adam-lr10": (127, 127, 127),
-    "adam-lr20": (188, 189, 34),
-}
-
-
-def _colour(name: str) -> tuple[int, int, int]:
-    return _PALETTE.get(name, (90, 90, 90))
-
-
-def _nice_ticks(high: float, count: int = 5) -> list[float]:
-    if high <= 0:
-        return [0.0]
-    step = 10 ** math.floor(math.log10(high / count))
-    for factor in (1, 2, 5, 10):
-        if high / (step * factor) <= count:
-            step *= factor
-            break
-    return [i * step for i in range(int(high / step) + 1)]
-
-
-def _dashed(draw, start, end, colour, dash=6):
-    (x0, y0), (x1, y1) = start, end
-    length = math.hypot(x1 - x0, y1 - y0)
-    for a in np.arange(0, length, 2 * dash):
-        b = min(a + dash, length)
-        draw.line([(x0 + (x1 - x0) * a / length, y0 + (y1 - y0) * a / length),
-                   (x0 + (x1 - x0) * b / length, y0 + (y1 - y0) * b / length)], fill=colour)
-
-
-def _panel(draw, font, box, curves, x_key, x_label, title, target):
-    """Log-y line plot of curves {name: {loss, x_key}} inside box (left, top, right, bottom)."""
-    left, top, right, bottom = box
-    values = np.concatenate([np.asarray(c["loss"], np.float64) for c in curves.values()])
-    values = values[np.isfinite(values) & (values > 0)]
-    low, high = (np.log10(values.min()), np.log10(values.max())) if values.size else (0.0, 1.0)
-    low, high = math.floor(low), max(math.ceil(high), math.floor(low) + 1)
-    x_max = max(max(float(np.max(c[x_key])) for c in curves.values()), 1e-9)
-
-    def px(x):
-        return left + (right - left) * x / x_max
-
-    def py(v):
-        return top + (bottom - top) * (high - math.log10(v)) / (high - low)
-
-    draw.rectangle([left, top, right, bottom], outline="black")
-    for decade in range(low, high + 1):
-        for minor in range(1, 10):
-            v = 10.0 ** decade * minor
-            if 10.0 ** low <= v <= 10.0 ** high:
-                draw.line([left, py(v), right, py(v)],
-                          fill=(215, 215, 215) if minor == 1 else (242, 242, 242))
-        draw.text((left - 40, py(10.0 ** decade) - 6), f"1e{decade}", fill="black", font=font)
-    for tick in _nice_ticks(x_max):
-        draw.line([px(tick), bottom, px(tick), bottom + 4], fill="black")
-        draw.text((px(tick) - 10, bottom + 6), f"{tick:g}", fill="black", font=font)
-    draw.text(((left + right) / 2 - 30, bottom + 20), x_label, fill="black", font=font)
-    draw.text((left, top - 14), title, fill="black", font=font)
-    if target is not None and target > 0 and 10.0 ** low <= target <= 10.0 ** high:
-        _dashed(draw, (left, py(target)), (right, py(target)), (0, 0, 0))
-    for name, curve in curves.items():
-        loss = np.asarray(curve["loss"], np.float64)
-        xs = np.asarray(curve[x_key], np.float64)
-        ok = np.isfinite(loss) & (loss > 0)
-        points = [(px(x), py(v)) for x, v in zip(xs[ok], loss[ok])]
-        if len(points) > 1:
-            draw.line(points, fill=_colour(name), width=2)
-
-
 def plot(results: list[dict], evals: int, path: Path) -> None:
-    panel_w, panel_h, legend_w = 470, 330, 210
-    margin_l, margin_t, gap, margin_b = 50, 24, 60, 40
-    row_h = margin_t + panel_h + margin_b
-    width = margin_l + 2 * panel_w + gap + 20 + legend_w
-    image = Image.new("RGB", (width, row_h * len(results) + 10), "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    for row, result in enumerate(results):
-        curves = {}
-        for name, run in result["runs"].items():
-            curve = {k: np.asarray(v) for k, v in run["curve"].items()}
-            keep = curve["evaluations"] <= evals
-            curves[name] = {k: v[keep] for k, v in curve.items()}
-        top = row * row_h + margin_t
+    """Per size, loss (log) against seconds and against evaluations; ``L*`` dashed."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"no plot: {path} needs matplotlib (pip install '.[plots]')", file=sys.stderr)
+        return
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(12, 4.2 * len(results)), dpi=100)
+    axes = figure.subplots(len(results), 2, squeeze=False)
+    for row, result in zip(axes, results):
         where = f"{result['size']} px ({result['height']}x{result['width']})"
-        _panel(draw, font, (margin_l, top, margin_l + panel_w, top + panel_h), curves,
-               "seconds", "seconds (compile excluded)", f"{where}: loss vs time; dashed: L*",
-               result["target_loss"])
-        left = margin_l + panel_w + gap
-        _panel(draw, font, (left, top, left + panel_w, top + panel_h), curves, "evaluations",
-               "loss+gradient evaluations", f"{where}: loss vs evaluations",
-               result["target_loss"])
-        legend_x = left + panel_w + 20
-        for i, name in enumerate(curves):
-            y = top + 14 * i + 4
-            draw.line([legend_x, y + 6, legend_x + 20, y + 6], fill=_colour(name), width=3)
-            draw.text((legend_x + 25, y), name, fill="black", font=font)
-    write_atomic(path, lambda f: image.save(f, format="PNG"))
+        for panel, (key, label) in zip(row, (("seconds", "seconds (compile excluded)"),
+                                             ("evaluations", "loss+gradient evaluations"))):
+            for name, run in result["runs"].items():
+                curve = {k: np.asarray(v) for k, v in run["curve"].items()}
+                keep = (curve["evaluations"] <= evals) & (curve["loss"] > 0)
+                panel.plot(curve[key][keep], curve["loss"][keep], label=name,
+                           linewidth=2 if name in (DEFAULT_RUN, "torch-lbfgs") else 1.2,
+                           color="black" if name == "torch-lbfgs" else None)
+            if result["target_loss"]:
+                panel.axhline(result["target_loss"], color="black", linestyle="--",
+                              linewidth=0.8)
+            panel.set_yscale("log")
+            panel.set_xlabel(label)
+            panel.set_title(f"{where}: loss vs {key}; dashed: L*", fontsize="medium")
+            panel.grid(True, alpha=0.3)
+        row[1].legend(fontsize="small", loc="upper right")
+    figure.tight_layout()
+    write_atomic(path, lambda f: figure.savefig(f, format="png"))
 
 
 def write_atomic(path: Path, write) -> None:
@@ -699,10 +629,11 @@ def environment(args) -> dict:
         "device_kind": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "weights": str(args.weights) if args.weights else "random (seeded He-normal, key 0)",
+        "weights": args.weights_record,
         "evals": args.evals, "sizes": args.sizes, "runs": args.runs,
         "objective": {"content_layers": BASE.content_layers, "style_layers": BASE.style_layers,
-                      "content_weight": 1.0, "style_weight": 1e3, "tv_weight": 0.0,
+                      "content_weight": DEFAULT_CONTENT_WEIGHT,
+                      "style_weight": DEFAULT_STYLE_WEIGHT, "tv_weight": 0.0,
                       "init": "content", "pooling": BASE.pooling},
     }
 
@@ -719,13 +650,16 @@ def main(argv=None) -> None:
     for size in args.sizes:
         select_runs(args.runs, size)  # fail on a bad --runs before any work
     try:
-        params = (random_vgg19_params(jax.random.key(0)) if args.weights is None
-                  else load_vgg19_params(args.weights))
+        weights = resolve_weights(args.weights, notify=print)
     except NstError as err:
         raise SystemExit(f"error: {err}") from None
+    params = weights.params
+    args.weights_record = weights.source
+    torch_runs = [json.loads(Path(path).read_text()) for path in args.torch_json]
     started = time.perf_counter()
     env = environment(args)
-    results = [run_size(params, size, args) for size in args.sizes]
+    results = [run_size(params, size, args, [t for t in torch_runs if t.get("size") == size])
+               for size in args.sizes]
     env["total_seconds"] = time.perf_counter() - started
     env["load_average_end"] = os.getloadavg()
     print(f"jax {env['jax_version']} ({env['backend']}, {env['device_kind']}), "

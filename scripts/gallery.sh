@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Rebuild the README gallery (docs/gallery/*.png) from the bundled examples.
-#   bash scripts/gallery.sh [WEIGHTS]      # WEIGHTS: auto (default), random, or a .h5 file
-# About 10 minutes on 2 CPU cores at the sizes below. Every image records its command line
-# settings and the weights that made it in its metadata (`python -c "from nst_jax._image import
-# read_metadata; print(read_metadata('docs/gallery/plain.png'))"`).
+# Rebuild the gallery (docs/gallery/) from the bundled examples, on the pretrained VGG-19.
+#   bash scripts/gallery.sh [WEIGHTS]      # WEIGHTS: auto (default), quantized, or a .h5 file
+# About 15 minutes on 2 CPU cores at the sizes below. Every image records its settings and the
+# weights that made it in its metadata
+# (`python -c "from nst_jax.images import read_metadata; print(read_metadata('docs/gallery/plain.png'))"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 weights="${1:-auto}"
 out=docs/gallery
 mkdir -p "$out"
-common=(--weights "$weights" --size 192 --iterations 80 --tol 0 --overwrite -q)
+common=(--weights "$weights" --size 256 --iterations 300 --overwrite -q)
 photo=examples/chelsea.jpg
+
+# The showcase: one compiled, vmapped job over 5 style weights x 2 paintings (128 px keeps
+# the 10 lanes in one program on a CPU; sweep/sweep.json holds every loss history).
+run() { echo "+ nst-jax $*"; nst-jax "$@"; }
+run sweep "$photo" examples/starry_night.jpg examples/great_wave.jpg \
+    --style-weight 10,30,100,300,1000 --size 128 --iterations 300 --weights "$weights" \
+    --overwrite -q -o "$out/sweep"
+cp "$out/sweep/contact_sheet.png" "$out/sweep.png"
 
 # Left/right region masks at the photo's aspect ratio (white = the region of that style).
 python - "$photo" "$out" <<'EOF'
@@ -24,7 +32,6 @@ Image.fromarray(left).save(f"{sys.argv[2]}/mask_left.png")
 Image.fromarray(255 - left).save(f"{sys.argv[2]}/mask_right.png")
 EOF
 
-run() { echo "+ nst-jax $*"; nst-jax "$@"; }
 run stylize "$photo" examples/starry_night.jpg -o "$out/plain.png" "${common[@]}"
 run stylize "$photo" examples/starry_night.jpg -o "$out/luminance.png" \
     --preserve-colors luminance "${common[@]}"
@@ -35,4 +42,4 @@ run stylize "$photo" examples/starry_night.jpg:0.5 --style examples/great_wave.j
 run stylize "$photo" examples/starry_night.jpg --style examples/great_wave.jpg \
     --mask "$out/mask_left.png" --mask "$out/mask_right.png" -o "$out/regions.png" "${common[@]}"
 run stylize "$photo" examples/starry_night.jpg -o "$out/multiscale.png" \
-    --weights "$weights" --size 384 --scales 192 --scale-iterations 80,30 --tol 0 --overwrite -q
+    --weights "$weights" --size 512 --scales 256 --scale-iterations 300,100 --overwrite -q

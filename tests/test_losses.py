@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from nst_jax import content_loss, gram_matrix, style_layer_loss, style_loss, total_variation
+from nst_jax import (
+    content_loss,
+    gram_matrix,
+    guided_gram,
+    style_error,
+    style_layer_loss,
+    style_loss,
+    style_target,
+    total_variation,
+)
+from nst_jax._losses import guided_style_error
 
 RTOL = 1e-5
 
@@ -40,18 +50,25 @@ def np_content_loss(x: np.ndarray, p: np.ndarray) -> float:
     return 0.5 * float(np.sum(d * d))
 
 
-def np_style_layer_loss(x: np.ndarray, a_gram: np.ndarray) -> float:
+def np_style_layer_loss(x: np.ndarray, a_gram: np.ndarray, a_positions=None) -> float:
+    """Gatys Eq. 4, 1/(4 N^2 M^2) sum (G - A)^2; for a style map of M' != M positions, each
+    Gram per position: 1/(4 N^2) sum (G/M - A/M')^2."""
     h, w, n = x.shape
     m = h * w
-    d = np_gram(x) - np.asarray(a_gram, np.float64)
-    return float(np.sum(d * d)) / (4.0 * n**2 * m**2)
+    a_positions = m if a_positions is None else a_positions
+    d = np_gram(x) / m - np.asarray(a_gram, np.float64) / a_positions
+    return float(np.sum(d * d)) / (4.0 * n**2)
 
 
-def np_style_loss(features, grams, weights=None) -> float:
+def np_style_loss(features, style_maps, weights=None) -> float:
+    """sum_l w_l E_l with each style map's Gram per position (it may have any H, W)."""
     if weights is None:
-        weights = {name: 1.0 / len(grams) for name in grams}
+        weights = {name: 1.0 / len(style_maps) for name in style_maps}
     return sum(
-        float(weights[name]) * np_style_layer_loss(features[name], grams[name]) for name in grams
+        float(weights[name]) * np_style_layer_loss(
+            features[name], np_gram(style_maps[name]),
+            style_maps[name].shape[0] * style_maps[name].shape[1])
+        for name in style_maps
     )
 
 
@@ -92,8 +109,8 @@ def assert_f32_scalar(value):
 
 
 def style_setup(seed=0):
-    """Features of a generated image at three layers and Grams of a style image whose maps
-    have a different H, W (including H != W) than the generated image's."""
+    """Features of a generated image at three layers and the features of a style image whose
+    maps have a different H, W (including H != W) than the generated image's."""
     x_shapes = {"conv1_1": (8, 6, 4), "conv2_1": (4, 3, 6), "conv3_1": (2, 2, 5)}
     s_shapes = {"conv1_1": (5, 9, 4), "conv2_1": (3, 5, 6), "conv3_1": (1, 3, 5)}
     feats = {name: rand(shape, seed + k) for k, (name, shape) in enumerate(x_shapes.items())}
@@ -101,8 +118,7 @@ def style_setup(seed=0):
         name: rand(shape, seed + 10 + k, scale=1.3)
         for k, (name, shape) in enumerate(s_shapes.items())
     }
-    grams = {name: np_gram(m).astype(np.float32) for name, m in style_maps.items()}
-    return feats, grams
+    return feats, style_maps
 
 
 # --------------------------------------------------------------------------- golden values
@@ -151,32 +167,75 @@ def test_style_layer_loss_normalization(transform):
     assert float(transform(style_layer_loss)(x, np_gram(x).astype(np.float32))) == 0.0
 
 
-def test_style_loss_default_weights_golden(transform):
-    feats, grams = style_setup()
-    got = transform(style_loss)(feats, grams)
+@pytest.mark.parametrize("style_hw", [(5, 5), (7, 2)])
+def test_style_target_is_the_gram_per_position(transform, style_hw):
+    f = rand((*style_hw, 4), 23)
+    got = transform(style_target)(f)
+    assert got.shape == (4, 4) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), np_gram(f) / (style_hw[0] * style_hw[1]),
+                               rtol=RTOL)
+
+
+@pytest.mark.parametrize("norm", ["gatys", "mean"])
+@pytest.mark.parametrize("style_hw", [(4, 6), (7, 2)])
+def test_style_error_golden(transform, norm, style_hw):
+    """E_l = c * sum (G/M - A_hat)^2 with c = 1/(4 N^2) ("gatys") or 1/N^4 ("mean"); against
+    the style map's own target it equals style_layer_loss with a_positions = M'."""
+    x, style = rand((4, 6, 3), 24), rand((*style_hw, 3), 25, scale=1.5)
+    a_positions = style_hw[0] * style_hw[1]
+    target = (np_gram(style) / a_positions).astype(np.float32)
+    got = transform(lambda a, t: style_error(a, t, norm=norm))(x, target)
     assert_f32_scalar(got)
-    expected = np_style_loss(feats, grams)
+    d = np_gram(x) / x[..., 0].size - np_gram(style) / a_positions
+    expected = np.sum(d * d) / (4.0 * 9 if norm == "gatys" else 3.0**4)
+    np.testing.assert_allclose(float(got), expected, rtol=RTOL)
+    via_gram = style_layer_loss(x, np_gram(style).astype(np.float32), a_positions=a_positions,
+                                norm=norm)
+    np.testing.assert_allclose(float(via_gram), expected, rtol=RTOL)
+    if norm == "gatys":
+        np.testing.assert_allclose(
+            float(got), np_style_layer_loss(x, np_gram(style), a_positions), rtol=RTOL)
+
+
+def test_style_loss_with_grams_is_deprecated_and_means_the_outputs_size(transform):
+    """A 2-D Gram (the old calling convention) still works, warns, and is taken as the Gram of
+    a style image of the output's size (Gatys Eq. 4 with M' = M)."""
+    feats, styles = style_setup(seed=7)
+    grams = {name: np_gram(m).astype(np.float32) for name, m in styles.items()}
+    with pytest.warns(DeprecationWarning, match="features"):
+        got = transform(style_loss)(feats, grams)
+    expected = np.mean([np_style_layer_loss(feats[n], grams[n]) for n in grams])
+    np.testing.assert_allclose(float(got), expected, rtol=RTOL)
+
+
+def test_style_loss_default_weights_golden(transform):
+    feats, styles = style_setup()
+    got = transform(style_loss)(feats, styles)
+    assert_f32_scalar(got)
+    expected = np_style_loss(feats, styles)
     np.testing.assert_allclose(float(got), expected, rtol=RTOL)
     # Default is w_l = 1/L, i.e. the mean of the per-layer losses.
-    per_layer = [np_style_layer_loss(feats[n], grams[n]) for n in grams]
+    per_layer = [np_style_layer_loss(feats[n], np_gram(styles[n]), styles[n][..., 0].size)
+                 for n in styles]
     np.testing.assert_allclose(float(got), np.mean(per_layer), rtol=RTOL)
 
 
 def test_style_loss_explicit_weights_golden(transform):
-    feats, grams = style_setup(seed=3)
+    feats, styles = style_setup(seed=3)
     weights = {"conv1_1": 0.5, "conv2_1": 2.0, "conv3_1": 0.0}
-    got = transform(style_loss)(feats, grams, {k: jnp.float32(v) for k, v in weights.items()})
+    got = transform(style_loss)(feats, styles, {k: jnp.float32(v) for k, v in weights.items()})
     assert_f32_scalar(got)
-    np.testing.assert_allclose(float(got), np_style_loss(feats, grams, weights), rtol=RTOL)
+    np.testing.assert_allclose(float(got), np_style_loss(feats, styles, weights), rtol=RTOL)
 
 
-def test_style_loss_only_layers_of_grams(transform):
-    """Layers are those of ``style_grams``; extra feature maps are ignored."""
-    feats, grams = style_setup(seed=5)
-    sub = {"conv2_1": grams["conv2_1"]}
+def test_style_loss_only_layers_of_style_features(transform):
+    """Layers are those of ``style_features``; extra feature maps are ignored."""
+    feats, styles = style_setup(seed=5)
+    sub = {"conv2_1": styles["conv2_1"]}
     got = transform(style_loss)(feats, sub)
     np.testing.assert_allclose(
-        float(got), np_style_layer_loss(feats["conv2_1"], grams["conv2_1"]), rtol=RTOL
+        float(got), np_style_layer_loss(feats["conv2_1"], np_gram(styles["conv2_1"]),
+                                        styles["conv2_1"][..., 0].size), rtol=RTOL
     )
 
 
@@ -190,6 +249,28 @@ def test_total_variation_golden(transform, shape):
 
 def test_total_variation_constant_image_is_zero(transform):
     assert float(transform(total_variation)(np.full((5, 4, 3), 77.0, np.float32))) == 0.0
+
+
+# --------------------------------------------------------------------------- guided Grams
+
+
+def test_guided_gram_and_error_match_numpy():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(6, 5, 4)).astype(np.float32)
+    masks = rng.uniform(size=(2, 6, 5)).astype(np.float32)
+    targets = rng.normal(size=(2, 4, 4)).astype(np.float32)
+    expected_error = 0.0
+    for r in range(2):
+        weighted = (f * masks[r][..., None]).reshape(-1, 4).astype(np.float64)
+        g = weighted.T @ weighted / np.sum(masks[r].astype(np.float64) ** 2)
+        np.testing.assert_allclose(guided_gram(f, masks)[r], g, rtol=1e-5)
+        share = masks[r].mean()
+        expected_error += share * np.sum((g - targets[r]) ** 2) / (4 * 4**2)
+    np.testing.assert_allclose(guided_style_error(f, targets, masks), expected_error, rtol=1e-5)
+    # An all-ones mask is the unguided error exactly.
+    ones = np.ones((1, 6, 5), np.float32)
+    np.testing.assert_allclose(guided_style_error(f, targets[:1], ones),
+                               style_error(f, targets[0]), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- dtypes
@@ -217,7 +298,7 @@ def test_bfloat16_features_give_float32():
     s2 = style_layer_loss(xb, jnp.asarray(a_gram, jnp.bfloat16))
     assert_f32_scalar(s2)
 
-    total = style_loss({"a": xb}, {"a": a_gram})
+    total = style_loss({"a": xb}, {"a": pb})
     assert_f32_scalar(total)
 
     tv = total_variation(xb)
@@ -266,17 +347,18 @@ def test_grad_style_layer_loss():
 
 
 def test_grad_style_loss():
-    feats, grams = style_setup(seed=15)
+    feats, styles = style_setup(seed=15)
     feats = {k: v[:3, :3] for k, v in feats.items()}
     weights = {"conv1_1": 1.0, "conv2_1": 0.5, "conv3_1": 2.0}
-    check_grads(lambda f: 1e3 * style_loss(f, grams, weights), (feats,), **GRAD_TOL)
+    check_grads(lambda f: 1e3 * style_loss(f, styles, weights), (feats,), **GRAD_TOL)
     # Gradient w.r.t. the (traced) layer weights: d L_s / d w_l = E_l.
-    g = jax.grad(lambda w: style_loss(feats, grams, w))(
+    g = jax.grad(lambda w: style_loss(feats, styles, w))(
         {k: jnp.float32(v) for k, v in weights.items()}
     )
-    for name in grams:
+    for name in styles:
         np.testing.assert_allclose(
-            float(g[name]), np_style_layer_loss(feats[name], grams[name]), rtol=RTOL
+            float(g[name]), np_style_layer_loss(feats[name], np_gram(styles[name]),
+                                                styles[name][..., 0].size), rtol=RTOL
         )
 
 
@@ -324,9 +406,9 @@ def test_gram_shape_mismatch_raises(gram_shape):
 
 
 def test_style_loss_missing_weight_raises():
-    feats, grams = style_setup()
+    feats, styles = style_setup()
     with pytest.raises(ValueError, match="conv2_1"):
-        style_loss(feats, grams, {"conv1_1": 1.0, "conv3_1": 1.0})
+        style_loss(feats, styles, {"conv1_1": 1.0, "conv3_1": 1.0})
 
 
 def test_style_loss_no_layers_raises():
@@ -339,13 +421,13 @@ def test_style_loss_no_layers_raises():
 
 
 def test_vmap_over_style_weight_matches_loop():
-    feats, grams = style_setup(seed=20)
+    feats, styles = style_setup(seed=20)
     content_x, content_p = rand((4, 3, 6), 21), rand((4, 3, 6), 22)
     alpha = jnp.float32(0.7)
     betas = jnp.asarray([0.0, 1.0, 1e2, 1e4, 3.5e5], jnp.float32)
 
     def total(alpha, beta):
-        return alpha * content_loss(content_x, content_p) + beta * style_loss(feats, grams)
+        return alpha * content_loss(content_x, content_p) + beta * style_loss(feats, styles)
 
     batched = jax.jit(jax.vmap(total, in_axes=(None, 0)))(alpha, betas)
     assert batched.shape == betas.shape
@@ -354,17 +436,17 @@ def test_vmap_over_style_weight_matches_loop():
     np.testing.assert_allclose(np.asarray(batched), looped, rtol=RTOL)
     # And against the float64 reference.
     ref = 0.7 * np_content_loss(content_x, content_p) + np.asarray(betas, np.float64) * (
-        np_style_loss(feats, grams)
+        np_style_loss(feats, styles)
     )
     np.testing.assert_allclose(np.asarray(batched), ref, rtol=RTOL)
 
 
 def test_vmap_over_layer_weights_matches_loop():
-    feats, grams = style_setup(seed=30)
+    feats, styles = style_setup(seed=30)
     w = {
         name: jnp.asarray(np.random.default_rng(k).uniform(0, 2, 4), jnp.float32)
-        for k, name in enumerate(grams)
+        for k, name in enumerate(styles)
     }
-    batched = jax.vmap(lambda lw: style_loss(feats, grams, lw))(w)
-    looped = [float(style_loss(feats, grams, {k: v[i] for k, v in w.items()})) for i in range(4)]
+    batched = jax.vmap(lambda lw: style_loss(feats, styles, lw))(w)
+    looped = [float(style_loss(feats, styles, {k: v[i] for k, v in w.items()})) for i in range(4)]
     np.testing.assert_allclose(np.asarray(batched), looped, rtol=RTOL)

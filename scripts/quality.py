@@ -1,0 +1,463 @@
+"""Score stylized images, and run a small quality sweep of CLI configurations over example pairs.
+
+Commands (from the repository root, with the venv active)::
+
+    # the four figures of one output (images at the output's size; painting at --size)
+    python scripts/quality.py score OUT.png examples/chelsea.jpg examples/starry_night.jpg \
+        --weights weights/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
+
+    # sweep: every configuration on every photo/painting pair (default: the 8 pairs below)
+    python scripts/quality.py run --out quality_run --size 128 --iterations 100 \
+        --weights weights/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 \
+        --config default="" --config adam="--optimizer adam" \
+        [--pairs chelsea:starry_night,camera:great_wave] [--jobs 1] [--timeout 1800]
+
+``--config NAME="CLI OPTIONS"`` (repeatable) names a set of ``nst-jax stylize`` options; each run
+is ``nst-jax stylize PHOTO PAINTING -o OUT/<config>/<pair>.png --size S --iterations N
+--weights W --log OUT/<config>/<pair>.json --overwrite -q <options>`` in a subprocess
+(``python -m nst_jax.cli`` when the console script is not next to this Python). Without
+``--config`` the one configuration is ``default=""``. ``--pairs`` takes PHOTO:PAINTING items,
+each a path or the stem of a file in ``examples/``. ``--weights`` defaults to
+``$NST_JAX_WEIGHTS``, else ``weights/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5``;
+``random`` scores with seeded random VGG-19 weights (and passes ``random`` to the runs).
+
+Outputs of ``run`` in ``--out``:
+
+* ``<config>/<pair>.png`` the stylized images, ``<config>/<pair>.json`` the CLI's logs,
+  ``<config>/<pair>.txt`` each run's stdout and stderr;
+* ``quality.json``: every number and the exact command of each run (failed runs keep their
+  error message and return code);
+* ``quality.md``: a summary table (rows = configurations, columns = mean and worst over the
+  pairs of each figure, wall seconds, evaluations per iteration, compile seconds) and a
+  per-pair table;
+* ``contact_sheet.png``: rows = pairs (photo and painting first), columns = configurations;
+  small sizes are enlarged nearest-neighbour (``--sheet-zoom``, default 192 // size: 3x at 64
+  px) so that pixel-level artefacts stay visible.
+
+Default pairs (photo / painting, kind): astronaut / The Scream (portrait, Munch); chelsea /
+The Starry Night (animal, van Gogh); coffee / Composition VII (still life, Kandinsky); rocket /
+The Shipwreck (industrial landscape, Turner); hubble_deep_field / The Starry Night (astronomy,
+van Gogh); camera / The Great Wave (grey-scale portrait, Hokusai); brick / Composition VII
+(texture, Kandinsky); coffee / The Great Wave (still life, Hokusai). ``--jax-cache DIR`` shares a
+persistent JAX compilation cache between the runs (off by default, so that compile seconds
+stay comparable).
+
+Figures (``nst_jax.quality``; "worst" is the largest over the pairs: the least style, the
+largest departure from the photo, the strongest lattice, the most clipping):
+style distance (Gatys style loss of the output relative to the unchanged photo's: 1.0 = no
+style, 0 = the painting's Gram statistics), change (mean |output - photo|, 0-255), grid
+(block_grid(output) - block_grid(photo): an added 4-32 px lattice; the photo's own value is
+noisy at 64 px, where the 32-px period has a single border line), saturation (fraction of
+pixels with a channel at 0 or 255).
+
+Runtime on the shared 2-core CPU machine, measured: each run is one process, and start-up plus
+XLA compiles (~5-8 s) dominate small runs. 8 pairs x 2 configurations at 64 px and 20
+iterations: 2.3 minutes (6-10 s a run), plus ~10 s of scoring. One 128-px, 100-iteration Adam
+run: 18 s (13 s of iterations), so the 8 x 2 sweep at 128 px and 100 iterations takes about
+5 minutes. ``score``: ~4 s (loading the weights and three VGG passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+FIGURES = ("style_distance", "change", "grid", "saturation")
+FIGURE_TITLES = {"style_distance": "style distance", "change": "change", "grid": "grid",
+                 "saturation": "saturation"}
+
+#: (photo, painting, kind): every example photo and every painting at least once.
+DEFAULT_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("astronaut", "the_scream", "portrait / Munch"),
+    ("chelsea", "starry_night", "animal / van Gogh"),
+    ("coffee", "composition_vii", "still life / Kandinsky"),
+    ("rocket", "shipwreck", "industrial landscape / Turner"),
+    ("hubble_deep_field", "starry_night", "astronomy / van Gogh"),
+    ("camera", "great_wave", "grey-scale portrait / Hokusai"),
+    ("brick", "composition_vii", "texture / Kandinsky"),
+    ("coffee", "great_wave", "still life / Hokusai"),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+
+
+def find_image(spec: str) -> Path:
+    """A path, or the stem (or file name) of an image in ``examples/``."""
+    path = Path(spec)
+    if path.is_file():
+        return path.resolve()
+    for candidate in (EXAMPLES / spec, *(EXAMPLES / f"{spec}{ext}"
+                                         for ext in (".jpg", ".jpeg", ".png"))):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(f"quality.py: no image {spec!r} (not a file, not in {EXAMPLES})")
+
+
+def parse_pairs(text: str | None) -> list[dict[str, Any]]:
+    kinds = {(p, s): k for p, s, k in DEFAULT_PAIRS}
+    items = ([f"{p}:{s}" for p, s, _ in DEFAULT_PAIRS] if text is None
+             else [t.strip() for t in text.split(",") if t.strip()])
+    pairs, names = [], set()
+    for item in items:
+        photo, sep, painting = item.rpartition(":")
+        if not sep or not photo or not painting:
+            raise SystemExit(f"quality.py: --pairs item {item!r} is not PHOTO:PAINTING")
+        photo_path, painting_path = find_image(photo), find_image(painting)
+        name = f"{photo_path.stem}-{painting_path.stem}"
+        if name in names:
+            raise SystemExit(f"quality.py: pair {name} given twice")
+        names.add(name)
+        pairs.append({"name": name, "photo": str(photo_path), "painting": str(painting_path),
+                      "kind": kinds.get((photo_path.stem, painting_path.stem), "")})
+    return pairs
+
+
+def parse_configs(items: list[str] | None) -> dict[str, list[str]]:
+    configs: dict[str, list[str]] = {}
+    for item in items or ['default=']:
+        name, sep, options = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+            raise SystemExit(f"quality.py: --config {item!r}: expected NAME=\"CLI OPTIONS\" "
+                             "with NAME made of letters, digits and _.+-")
+        if name in configs:
+            raise SystemExit(f"quality.py: --config {name} given twice")
+        configs[name] = shlex.split(options)
+    return configs
+
+
+def weights_spec(given: str | None) -> str:
+    if given:
+        return given
+    env = os.environ.get("NST_JAX_WEIGHTS")
+    if env:
+        return env
+    local = ROOT / "weights" / WEIGHTS_FILE
+    if local.is_file():
+        return str(local)
+    raise SystemExit("quality.py: pass --weights PATH (a VGG-19 .h5 file) or --weights random; "
+                     f"neither $NST_JAX_WEIGHTS nor {local} exists")
+
+
+def load_params(spec: str) -> tuple[Any, Any]:
+    """(params, preprocessing) for scoring; preprocessing None means nst_jax's default."""
+    import jax
+
+    import nst_jax
+
+    if spec == "random":
+        return nst_jax.random_vgg19_params(jax.random.key(0)), None
+    path = Path(spec)
+    return nst_jax.load_vgg19_params(path), nst_jax.load_preprocessing(path)
+
+
+# --------------------------------------------------------------------------------------------
+# score
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import nst_jax
+    from nst_jax import quality
+
+    output = nst_jax.load_image(args.output)
+    size = args.size or max(output.shape[:2])
+    photo = nst_jax.load_image(args.photo, max_side=max(output.shape[:2]))
+    style = nst_jax.load_image(args.style, max_side=size)
+    params, preprocessing = load_params(weights_spec(args.weights))
+    figures = quality.score(output, photo, style, params=params, preprocessing=preprocessing)
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    print(f"output {args.output}: {output.shape[1]}x{output.shape[0]}; painting at {size} px")
+    print(f"style distance  {figures['style_distance']:.4f}   (1 = no style, 0 = the painting's)")
+    print(f"change          {figures['change']:.2f}   (mean |output - photo|, 0-255)")
+    print(f"grid            {figures['grid']:+.3f}   (block lattice added; photo "
+          f"{quality.block_grid(np.asarray(photo)):.3f})")
+    print(f"saturation      {figures['saturation']:.4f}   (fraction of clipped pixels)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+def cli_prefix() -> list[str]:
+    script = Path(sys.executable).parent / ("nst-jax.exe" if os.name == "nt" else "nst-jax")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "nst_jax.cli"]
+
+
+def read_log(path: Path) -> dict[str, Any]:
+    """wall seconds, iterations, evaluations (per iteration), compile seconds; missing -> None."""
+    try:
+        log = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    history = log.get("history") or {}
+    seconds = history.get("seconds") or []
+    iterations, evaluations = log.get("iterations"), log.get("evaluations")
+    per = (evaluations / iterations
+           if isinstance(iterations, (int, float)) and iterations
+           and isinstance(evaluations, (int, float)) else None)
+    return {"wall_seconds": float(seconds[-1]) if seconds else None,
+            "iterations": iterations, "evaluations": evaluations,
+            "evaluations_per_iteration": per,
+            "compile_seconds": log.get("compile_seconds"), "status": log.get("status")}
+
+
+def one_run(job: dict[str, Any], timeout: float, env: dict[str, str]) -> dict[str, Any]:
+    out, log, text = Path(job["output"]), Path(job["log_path"]), Path(job["stdout_path"])
+    for stale in (out, log):
+        stale.unlink(missing_ok=True)
+    start = time.perf_counter()
+    record: dict[str, Any] = {}
+    try:
+        proc = subprocess.run(job["argv"], capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=ROOT)
+        record["returncode"] = proc.returncode
+        stdout, stderr = proc.stdout, proc.stderr
+        if proc.returncode != 0:
+            lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+            record["error"] = lines[-1] if lines else f"exit status {proc.returncode}"
+    except subprocess.TimeoutExpired as err:
+        record["returncode"] = None
+        record["error"] = f"timed out after {timeout:g} s"
+        stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        stderr = err.stderr.decode() if isinstance(err.stderr, bytes) else (err.stderr or "")
+    except OSError as err:
+        record["returncode"] = None
+        record["error"] = f"could not start: {err}"
+        stdout = stderr = ""
+    record["process_seconds"] = round(time.perf_counter() - start, 2)
+    text.write_text(f"$ {job['command']}\n--- stdout\n{stdout}\n--- stderr\n{stderr}")
+    if "error" not in record and not out.is_file():
+        record["error"] = "no output image written"
+    record["status"] = "failed" if "error" in record else "ok"
+    record["log"] = read_log(log)
+    return record
+
+
+def summary_rows(records: list[dict[str, Any]], configs: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for config in configs:
+        runs = [r for r in records if r["config"] == config]
+        ok = [r for r in runs if r["status"] == "ok" and r.get("figures")]
+        row: dict[str, Any] = {"config": config, "runs": len(runs), "ok": len(ok)}
+        for fig in FIGURES:
+            values = [r["figures"][fig] for r in ok]
+            row[fig] = ({"mean": sum(values) / len(values), "worst": max(values)}
+                        if values else {"mean": None, "worst": None})
+        for key in ("wall_seconds", "evaluations_per_iteration", "compile_seconds"):
+            values = [r["log"][key] for r in ok if r["log"].get(key) is not None]
+            row[key] = sum(values) / len(values) if values else None
+        rows.append(row)
+    return rows
+
+
+def fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+FORMATS = {"style_distance": ".3f", "change": ".1f", "grid": "+.2f", "saturation": ".4f"}
+
+
+def markdown(meta: dict[str, Any], summary: list[dict[str, Any]],
+             records: list[dict[str, Any]]) -> str:
+    lines = [
+        "# Style transfer quality sweep", "",
+        f"{len(meta['pairs'])} photo/painting pairs at {meta['size']} px, "
+        f"{meta['iterations']} iterations, weights `{meta['weights']}`. *Worst* is the largest "
+        "value over the pairs. Style distance: 1 = no style, "
+        "0 = the painting's Gram statistics. Change: mean |output - photo| (0-255). Grid: "
+        "block lattice added over the photo's. Saturation: fraction of clipped pixels. "
+        "Wall: seconds from the run log (`history.seconds`); evals/it: loss evaluations per "
+        "iteration; compile: the log's compile seconds. Means over the successful runs.", "",
+        "| config | ok | " + " | ".join(f"{FIGURE_TITLES[f]} mean | worst" for f in FIGURES)
+        + " | wall s | evals/it | compile s | options |",
+        "| --- | --- | " + " | ".join("---: | ---:" for _ in FIGURES)
+        + " | ---: | ---: | ---: | --- |",
+    ]
+    for row in summary:
+        cells = [row["config"], f"{row['ok']}/{row['runs']}"]
+        for fig in FIGURES:
+            cells += [fmt(row[fig]["mean"], FORMATS[fig]), fmt(row[fig]["worst"], FORMATS[fig])]
+        cells += [fmt(row["wall_seconds"], ".1f"), fmt(row["evaluations_per_iteration"], ".2f"),
+                  fmt(row["compile_seconds"], ".1f"),
+                  f"`{shlex.join(meta['configs'][row['config']])}`"
+                  if meta["configs"][row["config"]] else "(none)"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Per pair", "",
+              "| pair | kind | config | style distance | change | grid | saturation | wall s "
+              "| iterations | evals/it | status |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in records:
+        figures = r.get("figures") or {}
+        log = r["log"]
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('error', '')}"
+        status = status.replace("|", "\\|")
+        lines.append("| " + " | ".join([
+            r["pair"], r["kind"], r["config"],
+            *(fmt(figures.get(f), FORMATS[f]) for f in FIGURES),
+            fmt(log.get("wall_seconds"), ".1f"), fmt(log.get("iterations"), "d"),
+            fmt(log.get("evaluations_per_iteration"), ".2f"), status]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    configs = parse_configs(args.config)
+    pairs = parse_pairs(args.pairs)
+    weights = weights_spec(args.weights)
+    out_dir = Path(args.out).resolve()
+    prefix = cli_prefix()
+    jobs = []
+    for config, options in configs.items():
+        (out_dir / config).mkdir(parents=True, exist_ok=True)
+        for pair in pairs:
+            stem = out_dir / config / pair["name"]
+            argv = [*prefix, "stylize", pair["photo"], pair["painting"],
+                    "-o", f"{stem}.png", "--size", str(args.size),
+                    "--iterations", str(args.iterations), "--weights", weights,
+                    "--log", f"{stem}.json", "--overwrite", "-q", *options]
+            jobs.append({"config": config, "pair": pair["name"], "kind": pair["kind"],
+                         "photo": pair["photo"], "painting": pair["painting"],
+                         "output": f"{stem}.png", "log_path": f"{stem}.json",
+                         "stdout_path": f"{stem}.txt", "argv": argv,
+                         "command": shlex.join(argv)})
+    env = dict(os.environ)
+    if args.jax_cache:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(Path(args.jax_cache).resolve())
+
+    def work(job: dict[str, Any]) -> dict[str, Any]:
+        result = one_run(job, args.timeout, env)
+        print(f"[{job['config']}] {job['pair']}: {result['status']} in "
+              f"{result['process_seconds']:.0f} s"
+              + (f" ({result['error']})" if result["status"] != "ok" else ""), flush=True)
+        return {**job, **result}
+
+    print(f"{len(jobs)} runs ({len(configs)} configurations x {len(pairs)} pairs), "
+          f"{args.jobs} at a time; outputs in {out_dir}", flush=True)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        records = list(pool.map(work, jobs))
+    run_seconds = time.perf_counter() - started
+
+    # Score (in this process, after the runs, so it does not compete with them for the CPU).
+    import nst_jax
+    from nst_jax import quality
+
+    params, preprocessing = load_params(weights)
+    photos = {p["name"]: nst_jax.load_image(p["photo"], max_side=args.size) for p in pairs}
+    paintings = {p["name"]: nst_jax.load_image(p["painting"], max_side=args.size)
+                 for p in pairs}
+    scorers: dict[str, quality.StyleScorer] = {}
+    outputs: dict[tuple[str, str], Any] = {}
+    for r in records:
+        if not Path(r["output"]).is_file():
+            continue
+        try:
+            image = nst_jax.load_image(r["output"])
+            key = r["painting"]
+            if key not in scorers:
+                scorers[key] = quality.StyleScorer(paintings[r["pair"]], params=params,
+                                                   preprocessing=preprocessing)
+            r["figures"] = quality.score(image, photos[r["pair"]], None, scorer=scorers[key])
+            outputs[(r["config"], r["pair"])] = image
+        except Exception as err:  # noqa: BLE001 - one bad output must not stop the report
+            r["status"] = "failed"
+            r["error"] = f"scoring failed: {type(err).__name__}: {err}"
+    summary = summary_rows(records, list(configs))
+
+    meta = {"size": args.size, "iterations": args.iterations, "weights": weights,
+            "configs": configs, "pairs": pairs, "cli": prefix,
+            "python": sys.version.split()[0], "run_seconds": round(run_seconds, 1),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for r in records:
+        del r["log_path"], r["stdout_path"]
+    (out_dir / "quality.json").write_text(json.dumps(
+        json_safe({**meta, "summary": summary, "runs": records}), indent=2) + "\n")
+    (out_dir / "quality.md").write_text(markdown(meta, summary, records))
+
+    rows = [[photos[p["name"]], paintings[p["name"]],
+             *(outputs.get((c, p["name"])) for c in configs)] for p in pairs]
+    labels = [f"{p['name']}" + (f"\n({p['kind']})" if p["kind"] else "") for p in pairs]
+    zoom = args.sheet_zoom or max(1, 192 // args.size)
+    quality.contact_sheet(rows, labels, ["photo", "painting", *configs], zoom=zoom).save(
+        out_dir / "contact_sheet.png")
+
+    print((out_dir / "quality.md").read_text().split("\n## Per pair")[0].rstrip())
+    print(f"\nwrote {out_dir / 'quality.json'}, {out_dir / 'quality.md'}, "
+          f"{out_dir / 'contact_sheet.png'} ({run_seconds:.0f} s of runs)")
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="quality.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("score", help="the four figures of one stylized image")
+    s.add_argument("output", help="stylized image")
+    s.add_argument("photo", help="content photo (resized to the output's size)")
+    s.add_argument("style", help="painting (resized to --size)")
+    s.add_argument("--weights", help="VGG-19 .h5 file or 'random' (default: $NST_JAX_WEIGHTS, "
+                   f"else weights/{WEIGHTS_FILE})")
+    s.add_argument("--size", type=int, default=None,
+                   help="longest side of the painting when scoring (default: the output's)")
+    s.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    s.set_defaults(func=cmd_score)
+
+    r = sub.add_parser("run", help="stylize every pair with every configuration and score them")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--size", type=int, default=128, help="longest side in px (default 128)")
+    r.add_argument("--iterations", type=int, default=100, help="per run (default 100)")
+    r.add_argument("--weights", help="VGG-19 .h5 file or 'random' (default: $NST_JAX_WEIGHTS, "
+                   f"else weights/{WEIGHTS_FILE})")
+    r.add_argument("--config", action="append", metavar='NAME="OPTIONS"',
+                   help='a named set of nst-jax stylize options, repeatable (default: default="")')
+    r.add_argument("--pairs", help="PHOTO:PAINTING,... (paths or examples/ stems; default: "
+                   + ",".join(f"{p}:{s}" for p, s, _ in DEFAULT_PAIRS) + ")")
+    r.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    r.add_argument("--timeout", type=float, default=1800.0,
+                   help="seconds per run before it is killed and recorded as failed")
+    r.add_argument("--jax-cache", help="JAX persistent compilation cache folder for the runs "
+                   "(off by default: compile times then stay comparable)")
+    r.add_argument("--sheet-zoom", type=int, default=None,
+                   help="enlarge the images of the contact sheet this many times, nearest "
+                   "neighbour (default: 192 // size, at least 1)")
+    r.set_defaults(func=cmd_run)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The Gatys objective (``nst_jax._objective``): targets, ``stylization_loss`` and its
+composition from the public losses, gradients, vmapping over the loss weights, the config's
+validation and the weights' own input convention."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import DATA
+from nst_jax import (
+    CAFFE,
+    TORCHVISION,
+    VGGWeights,
+    content_loss,
+    extract_features,
+    gram_matrix,
+    preprocess,
+    style_layer_loss,
+    total_variation,
+)
+from nst_jax._objective import (
+    DEFAULT_STYLE_LAYERS,
+    StyleConfig,
+    loss_weights,
+    make_targets,
+    stylization_loss,
+    with_weights,
+)
+from nst_jax.images import load_image, resize_array
+
+STYLE_LAYER_WEIGHTS = (0.1, 0.3, 0.2, 0.25, 0.15)  # deliberately not uniform
+
+
+@pytest.fixture(scope="module")
+def small_problem(random_params):
+    """A 16x24 content photo (the smallest size conv5_1 allows), a 19x24 style image, a random
+    image, and weights chosen so that each of the three weighted terms is a sizable share."""
+    small_content = resize_array(load_image(DATA / "chelsea.png"), 24)
+    small_style = resize_array(load_image(DATA / "starry_night.png"), 24)
+    assert small_content.shape[:2] != small_style.shape[:2]
+    config = StyleConfig()
+    weights = loss_weights(config, content=2.0, style=0.5, tv=0.1,
+                           style_layers=STYLE_LAYER_WEIGHTS)
+    targets = make_targets(random_params, jnp.asarray(small_content), jnp.asarray(small_style),
+                           config)
+    image = jnp.asarray(
+        np.random.default_rng(0).uniform(20.0, 235.0, small_content.shape), jnp.float32)
+    return small_content, small_style, image, config, weights, targets
+
+
+def test_make_targets_are_content_features_and_style_grams(random_params, small_problem):
+    small_content, small_style, _, _, _, targets = small_problem
+    content_features = extract_features(random_params, preprocess(small_content), ["conv4_2"])
+    style_features = extract_features(random_params, preprocess(small_style),
+                                      list(DEFAULT_STYLE_LAYERS))
+    assert len(targets.content_features) == 1
+    np.testing.assert_allclose(targets.content_features[0], content_features["conv4_2"],
+                               rtol=1e-6, atol=1e-6)
+    assert len(targets.style_grams) == len(DEFAULT_STYLE_LAYERS)
+    for gram, name in zip(targets.style_grams, DEFAULT_STYLE_LAYERS):
+        # Per-position Grams A / M', so styles of any size compare with the image's G / M.
+        positions = style_features[name].shape[0] * style_features[name].shape[1]
+        np.testing.assert_allclose(gram, gram_matrix(style_features[name]) / positions,
+                                   rtol=1e-5)
+
+
+def test_stylization_loss_equals_composition_of_public_losses(random_params, small_problem):
+    small_content, small_style, image, config, weights, targets = small_problem
+    total, terms = stylization_loss(image, random_params, targets, weights, config)
+
+    # Independent recomputation from the public pieces (DESIGN.md, "The method").
+    layers = ["conv4_2", *DEFAULT_STYLE_LAYERS]
+    feats = extract_features(random_params, preprocess(image), layers)
+    photo = extract_features(random_params, preprocess(small_content), ["conv4_2"])["conv4_2"]
+    painting = extract_features(random_params, preprocess(small_style), list(DEFAULT_STYLE_LAYERS))
+    l_content = content_loss(feats["conv4_2"], photo)
+    # The style image has another size: each Gram is compared per position (A / M').
+    l_style = sum(
+        w * style_layer_loss(feats[name], gram_matrix(painting[name]),
+                             a_positions=painting[name].shape[0] * painting[name].shape[1])
+        for name, w in zip(DEFAULT_STYLE_LAYERS, STYLE_LAYER_WEIGHTS)
+    )
+    tv = total_variation(image)
+    expected = 2.0 * l_content + 0.5 * l_style + 0.1 * tv
+
+    # Each weighted term matters, so a dropped or mis-weighted term cannot hide.
+    for share in (2.0 * l_content, 0.5 * l_style, 0.1 * tv):
+        assert float(share) > 0.1 * float(expected)
+    assert total.dtype == jnp.float32 and total.shape == ()
+    np.testing.assert_allclose(terms["content"], l_content, rtol=1e-5)
+    np.testing.assert_allclose(terms["style"], l_style, rtol=1e-5)
+    np.testing.assert_allclose(terms["tv"], tv, rtol=1e-6)
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+
+
+def test_stylization_loss_gradient_matches_finite_differences(random_params, small_problem):
+    """Directional central differences in float32, one term at a time and all together.
+
+    Along the unit gradient direction d = g / |g| the derivative is |g|, the largest it can be,
+    so float32 rounding and ReLU kinks stay far below the tolerance (measured: < 1% at
+    h = 0.1 ... 3 pixel units); a gradient missing a term, or with channels swapped, is off by
+    far more (a TV gradient lost to ``stop_gradient`` shows up as 8% in the mixed lane and as
+    a zero gradient in the TV lane).
+    """
+    _, _, image, config, weights, targets = small_problem
+    one_hot = [loss_weights(config, content=a, style=b, tv=c, style_layers=STYLE_LAYER_WEIGHTS)
+               for a, b, c in [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]]
+    batch = jax.tree.map(lambda *lanes: jnp.stack(lanes), *one_hot, weights)
+
+    def loss(x, w):
+        return stylization_loss(x, random_params, targets, w, config)[0]
+
+    @jax.jit
+    def check(x, h):
+        grads = jax.vmap(jax.grad(loss), in_axes=(None, 0))(x, batch)
+        norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=(1, 2, 3)))
+        directions = grads / norms[:, None, None, None]
+        lanes = jax.vmap(loss)
+        return norms, (lanes(x + h * directions, batch) - lanes(x - h * directions, batch)) / (2 * h)
+
+    norms, finite_differences = check(image, 1.0)
+    assert np.all(np.asarray(norms) > 1.0), norms
+    np.testing.assert_allclose(finite_differences, norms, rtol=0.02)
+
+
+def test_stylization_loss_vmaps_over_weights(random_params, small_problem):
+    _, _, image, config, weights, targets = small_problem
+    other = loss_weights(config, content=0.5, style=7.0, tv=0.0)
+    batch = jax.tree.map(lambda a, b: jnp.stack([a, b]), weights, other)
+    totals = jax.jit(jax.vmap(
+        lambda w: stylization_loss(image, random_params, targets, w, config)[0]))(batch)
+    expected = [stylization_loss(image, random_params, targets, w, config)[0]
+                for w in (weights, other)]
+    np.testing.assert_allclose(totals, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"pooling": "median"},
+    {"style_layers": ("conv6_1",)},
+    {"style_layers": ("conv1_1", "pool2")},
+    {"content_layers": ("block4_conv9",)},
+    {"style_layers": ()},
+    {"dtype": "float16"},
+    {"layer_output": "pool"},
+    {"content_norm": "sum"},
+    {"style_norm": "sum"},
+    {"tv_form": "l1"},
+])
+def test_bad_config_raises(kwargs):
+    with pytest.raises(ValueError):
+        StyleConfig(**kwargs)
+
+
+def test_preprocessing_must_be_a_preprocessing():
+    with pytest.raises(TypeError):
+        StyleConfig(preprocessing="caffe")
+
+
+@pytest.mark.parametrize("kwargs, solver", [
+    ({"optimizer": "adam", "learning_rate": 30.0}, {"name": "adam", "learning_rate": 30.0}),
+    ({"history_size": 5, "linesearch": "zoom"}, {"history_size": 5, "linesearch": "zoom"}),
+])
+def test_deprecated_optimizer_fields_warn_and_become_solver_settings(kwargs, solver):
+    """The optimizer left the objective (nst_jax.solvers); its old StyleConfig fields warn and
+    are what stylize builds its solver from."""
+    with pytest.warns(DeprecationWarning, match="SolverConfig"):
+        config = StyleConfig(**kwargs)
+    assert config.legacy_solver_settings() == solver
+    assert StyleConfig().legacy_solver_settings() == {}
+
+
+def test_keras_layer_names_are_accepted():
+    config = StyleConfig(content_layers=("block4_conv2",), style_layers=("block1_conv1", "conv2_1"))
+    assert config.feature_layers == ("conv1_1", "conv2_1", "conv4_2")
+
+
+def test_wrong_number_of_layer_weights_raises():
+    config = StyleConfig()
+    with pytest.raises(ValueError, match="5"):
+        loss_weights(config, style_layers=[0.5, 0.5])
+    with pytest.raises(ValueError):
+        loss_weights(config, content_layers=[1.0, 1.0])
+
+
+def test_with_weights_applies_the_recorded_preprocessing(random_params):
+    """preprocessing=None means the weights' own convention; an explicit one overrides it; a
+    plain params pytree records none (CAFFE is then used)."""
+    weights = VGGWeights(random_params, TORCHVISION, {"kind": "random"})
+    config, params = with_weights(StyleConfig(), weights)
+    assert config.preprocessing == TORCHVISION and params is random_params
+    assert StyleConfig().preprocessing is None  # the caller's config is not changed
+    config, _ = with_weights(StyleConfig(preprocessing=CAFFE), weights)
+    assert config.preprocessing == CAFFE
+    config, params = with_weights(StyleConfig(), random_params)
+    assert config.preprocessing is None and params is random_params
+
+
+# ------------------------------------------------------------ several styles: blends and masks
+
+# Two shallow style layers keep compiles and runs short; the mechanics do not depend on depth.
+SHALLOW = StyleConfig(content_layers=("conv2_1",), style_layers=("conv1_1", "conv2_1"))
+
+
+@pytest.fixture(scope="module")
+def images():
+    content = resize_array(load_image(DATA / "chelsea.png"), 32)  # 22x32
+    starry = resize_array(load_image(DATA / "starry_night.png"), 40)
+    wave = resize_array(load_image(DATA / "great_wave.png"), 24)
+    return content, starry, wave
+
+
+def np_features(params, image, layers):
+    return {k: np.asarray(v, np.float64)
+            for k, v in extract_features(params, preprocess(image), layers).items()}
+
+
+def np_gram_per_position(f):
+    flat = f.reshape(-1, f.shape[-1])
+    return flat.T @ flat / flat.shape[0]
+
+
+def test_blend_target_is_weighted_mean_of_per_position_grams(random_params, images):
+    content, starry, wave = images
+    targets = make_targets(random_params, content, [starry, wave], SHALLOW, style_blend=[3.0, 1.0])
+    for i, name in enumerate(SHALLOW.style_layers):
+        a = np_gram_per_position(np_features(random_params, starry, [name])[name])
+        b = np_gram_per_position(np_features(random_params, wave, [name])[name])
+        np.testing.assert_allclose(targets.style_grams[i], 0.75 * a + 0.25 * b, rtol=2e-5)
+    # Weight on one style only = that style alone.
+    only = make_targets(random_params, content, [starry, wave], SHALLOW, style_blend=[1.0, 0.0])
+    single = make_targets(random_params, content, starry, SHALLOW)
+    for x, y in zip(only.style_grams, single.style_grams):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
+
+
+def test_masks_are_pooled_to_each_layer(random_params, images):
+    content, starry, wave = images
+    left = np.zeros(content.shape[:2], np.float32)
+    left[:, :16] = 1.0
+    masks = np.stack([left, 1.0 - left])
+    targets = make_targets(random_params, content, [starry, wave], SHALLOW, masks=masks)
+    assert targets.style_grams[0].shape == (2, 64, 64)
+    conv1, conv2 = targets.style_masks
+    assert conv1.shape == (2, 22, 32) and conv2.shape == (2, 11, 16)
+    np.testing.assert_array_equal(conv1, masks)
+    np.testing.assert_allclose(conv2[0], masks[0].reshape(11, 2, 16, 2).mean(axis=(1, 3)))
+    with pytest.raises(ValueError, match="one per style"):
+        make_targets(random_params, content, [starry, wave], SHALLOW, masks=masks[:1])
+    with pytest.raises(ValueError, match="cannot be combined"):
+        make_targets(random_params, content, [starry, wave], SHALLOW, masks=masks,
+                     style_blend=[1, 1])
