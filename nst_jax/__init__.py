@@ -25,7 +25,8 @@ _CORE = {
     **dict.fromkeys(("LAYERS", "VGG19", "VGGWeights", "extract_features",
                      "random_vgg19_params"), "._model"),
     **dict.fromkeys(("LossWeights", "StyleConfig", "Targets", "content_weight_for",
-                     "loss_weights", "make_targets", "stylization_loss"), "._objective"),
+                     "loss_weights", "make_targets", "stylization_loss", "tv_weight_for"),
+                    "._objective"),
     **dict.fromkeys(("CAFFE", "TORCHVISION", "Preprocessing", "deprocess", "preprocess"),
                     "._preprocessing"),
     **dict.fromkeys(("load_image", "save_image"), ".images"),
@@ -92,6 +93,7 @@ if _TYPE_CHECKING:  # for type checkers and editors: the same names, imported ea
         loss_weights,
         make_targets,
         stylization_loss,
+        tv_weight_for,
     )
     from ._preprocessing import CAFFE, TORCHVISION, Preprocessing, deprocess, preprocess
     from .images import load_image, save_image

@@ -17,8 +17,12 @@ from pathlib import Path
 
 from ._errors import ImageError
 
-#: Temporary files of writes in progress (a forced exit removes them: no partial file stays).
+#: Temporary files (and folders) of writes in progress: a forced exit (a second Ctrl-C) removes
+#: them, so no partial file stays.
 PENDING: set[str] = set()
+#: Helper processes (``subprocess.Popen``) working for the current step, e.g. pip downloading a
+#: wheel: the CLI's signal handling stops them, so an interrupt does not wait for them to finish.
+CHILDREN: set = set()
 
 
 def check_output(path: str | os.PathLike, *, overwrite: bool,

@@ -33,10 +33,12 @@ from ._preprocessing import CAFFE, Preprocessing, preprocess
 DEFAULT_CONTENT_LAYERS = ("conv4_2",)
 DEFAULT_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 TERMS = ("content", "style", "tv")
-#: Default alpha and beta, chosen on the pretrained VGG-19 (docs/benchmarks/quality.md); alpha is
-#: the value for an image of ``REFERENCE_PIXELS`` pixels (see :func:`content_weight_for`).
+#: Default alpha, beta and gamma, chosen on the pretrained VGG-19 (docs/benchmarks/quality.md).
+#: Alpha and gamma are the values for an image of ``REFERENCE_PIXELS`` pixels
+#: (:func:`content_weight_for`, :func:`tv_weight_for`); beta weighs a per-position loss.
 DEFAULT_CONTENT_WEIGHT = 1.0
-DEFAULT_STYLE_WEIGHT = 1e3
+DEFAULT_STYLE_WEIGHT = 100.0
+DEFAULT_TV_WEIGHT = 200.0
 REFERENCE_PIXELS = 128 * 128
 #: StyleConfig fields that configured the optimizer before ``nst_jax.solvers`` existed.
 SOLVER_FIELDS = ("optimizer", "history_size", "linesearch", "learning_rate", "subspace",
@@ -148,6 +150,14 @@ def content_weight_for(shape: tuple[int, ...], per_reference: float = DEFAULT_CO
     return per_reference * REFERENCE_PIXELS / (shape[0] * shape[1])
 
 
+def tv_weight_for(shape: tuple[int, ...], per_reference: float = DEFAULT_TV_WEIGHT) -> float:
+    """The default gamma for an (H, W, ...) image, ``per_reference * REFERENCE_PIXELS / (H W)``:
+    total variation is a sum over pixels, like the content loss (see :func:`content_weight_for`).
+    The default smooths the pixel-scale colour speckle of Gatys outputs on the pretrained
+    VGG-19 without blurring the strokes (docs/benchmarks/quality.md)."""
+    return per_reference * REFERENCE_PIXELS / (shape[0] * shape[1])
+
+
 class LossWeights(NamedTuple):
     """Traced loss weights: ``L = alpha * sum_c v_c L_c + beta * sum_l w_l E_l + gamma * TV``.
 
@@ -177,8 +187,9 @@ def loss_weights(
 ) -> LossWeights:
     """Build :class:`LossWeights`; per-layer weights default to ``1 / number of layers``.
 
-    Defaults ``DEFAULT_CONTENT_WEIGHT`` and ``DEFAULT_STYLE_WEIGHT`` (chosen on the pretrained
-    VGG-19); ``tv=0``: Gatys et al. use no smoothness term.
+    Defaults ``DEFAULT_CONTENT_WEIGHT`` and ``DEFAULT_STYLE_WEIGHT``, ``tv=0`` (the image-size
+    aware defaults of :func:`~nst_jax.stylize` are :func:`content_weight_for` and
+    :func:`tv_weight_for`).
     """
     def per_layer(values, names, what):
         if values is None:

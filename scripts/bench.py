@@ -2,22 +2,22 @@
 
 Commands (from the repository root)::
 
-    PYTHONPATH=. python scripts/bench.py                       # default (see runtimes below)
-    PYTHONPATH=. python scripts/bench.py --json bench.json     # also write every number as JSON
+    python scripts/bench.py                       # default (see runtimes below)
+    python scripts/bench.py --json bench.json     # also write every number as JSON
     # quick check of every section (~5 min on the shared 2-core machine at load 5):
-    PYTHONPATH=. python scripts/bench.py --sizes 64 --repeats 2 --variant-size 64 \
+    python scripts/bench.py --sizes 64 --repeats 2 --variant-size 64 \
         --memory-sizes 64,128 --memory-plan-sizes 256 --no-e2e \
         --sweep-size 64 --sweep-batch 2 --sweep-iterations 2
     # memory at 2048 px measured for real, not only planned (adds ~10 min; XLA plans 10.4 GiB
     # for float32 there, more for the others: needs that much free RAM):
-    PYTHONPATH=. python scripts/bench.py --memory-sizes 256,512,1024,2048
+    python scripts/bench.py --memory-sizes 256,512,1024,2048
     # only some sections: --no-e2e, --no-memory, --no-sweep, --variant-size 0
 
 Runtime of the default run on the 2-core CPU machine, estimated from small runs (not run in
 full on a busy machine): about 30 minutes when quiet, ~50 minutes at a load average of 5.
 Roughly: roofline and sizes 256, 512 ~1 min (a 512-px loss+gradient evaluation takes ~3-4 s,
 a 256-px one ~1.1 s); variants at 512 ~2 min; memory ~5-6 min (16 fresh processes of 10-40 s:
-startup, compile, one evaluation; 1024 px is the slowest); end to end ~4 min (100 L-BFGS-B
+startup, compile, one evaluation; 1024 px is the slowest); end to end ~4 min (100 L-BFGS
 iterations at 256 px, ~2 s each, about half of it in the solver's own update); sweep ~20 min:
 8 sequential 20-iteration runs ~9 min, then the batched call, which on this CPU is not
 expected to finish: it is killed at ``--sweep-timeout`` (600 s) and the speed-up reported is an
@@ -65,7 +65,7 @@ resized so its longest side is the size (so "512" is 341x512, HxW):
    (default 8 GiB) by the fit: megapixels, side of a square, longest side at the example's
    aspect ratio. MB = MiB, GB = GiB. On XLA:CPU bfloat16 alone saves little (no native bf16
    convolution: XLA converts to float32 and keeps float32 kernel copies), and remat only works
-   because ``_vgg._remat`` ties the recomputation to the backward pass (``jax.checkpoint``'s
+   because ``nst_jax._model._remat`` ties the recomputation to the backward pass (``jax.checkpoint``'s
    barrier is dropped by XLA:CPU and CSE merged the recomputation away); check the measured
    columns rather than assume the savings.
 6. end-to-end ``stylize(iterations=--e2e-iterations, tol=0)`` at ``--e2e-size``: a warm-up call
@@ -84,14 +84,14 @@ resized so its longest side is the size (so "512" is 341x512, HxW):
    batched call was killed), the iterations per compiled call of each, the largest relative
    difference of the final losses, and the objective alone: one vmapped loss+gradient of the
    B images against B single ones (below 1x: the objective gains from batching, so a slow
-   batch is the solver's doing; a likely cause, not profiled: jaxopt's L-BFGS-B Cauchy-point
-   search is a ``while_loop`` over breakpoints that under vmap runs as long as the slowest lane
-   and rewrites a per-pixel mask of every lane at each of its steps).
+   batch is the solver's doing).
 
 Output: the tables on stdout, with the load average at the start and at the end (other
 processes may share the CPUs); with ``--json PATH`` every number plus jax version, backend,
-device kind, CPU count, load averages, date and arguments. Weights: seeded random VGG-19 unless
-``--weights PATH``; the subprocesses read the same params from a temporary .npz file.
+device kind, CPU count, load averages, date and arguments. Weights: the pretrained VGG-19
+(``--weights auto``, as the CLI finds or downloads it; the speed does not depend on the weights'
+values, but every figure here is measured on them); the subprocesses read the same params from a
+temporary .npz file.
 """
 
 from __future__ import annotations
@@ -115,17 +115,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import load_image, load_vgg19_params, random_vgg19_params
-from nst_jax._batch import stylize_batch
-from nst_jax._optimize import (
-    StyleConfig,
-    _chunk_size,
-    loss_weights,
-    make_targets,
-    stylization_loss,
-    stylize,
-)
-from nst_jax._vgg import CONV_SPECS, LAYERS, canonical_layer
+from nst_jax import load_image
+from nst_jax._model import CONV_SPECS, LAYERS, canonical_layer
+from nst_jax._objective import StyleConfig, loss_weights, make_targets, stylization_loss
+from nst_jax.run import stylize, stylize_batch
+from nst_jax.run._loop import chunk_size
+from nst_jax.weights import load_vgg19_params, resolve_weights
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 VARIANTS = {
@@ -168,8 +163,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sweep-timeout", type=float, default=600,
                         help="seconds after which the stylize_batch subprocess is killed "
                              "(compile included; default 600)")
-    parser.add_argument("--weights", type=Path,
-                        help="Keras VGG-19 HDF5 file (default: seeded random weights)")
+    parser.add_argument("--weights", default="auto",
+                        help="auto (default: the pretrained VGG-19, found or downloaded as the "
+                        "CLI does), random, or a Keras-layout HDF5 file")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe-variant", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--probe-plan-only", action="store_true", help=argparse.SUPPRESS)
@@ -178,10 +174,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_params(weights: Path | None):
-    if weights is None:
-        return random_vgg19_params(jax.random.key(0))
-    return load_vgg19_params(weights)
+def load_params(weights: str):
+    """The params of ``--weights`` (the pretrained VGG-19 unless told otherwise; a
+    subprocess gets an .npz path through --probe-params instead)."""
+    if str(weights).endswith(".h5"):
+        return load_vgg19_params(weights)
+    return resolve_weights(str(weights)).params
 
 
 def load_pair(size: int):
@@ -608,7 +606,7 @@ def sweep(params, size: int, batch: int, iterations: int, params_file: Path,
     # Iterations per compiled call at most (the library's choice, from the pixels per device).
     pixels = content.shape[0] * content.shape[1]
     lanes = -(-batch // jax.local_device_count())
-    batched_chunk, sequential_chunk = _chunk_size(pixels * lanes, None), _chunk_size(pixels, None)
+    batched_chunk, sequential_chunk = chunk_size(pixels * lanes, None), chunk_size(pixels, None)
     result = {
         "size": size, "height": content.shape[0], "width": content.shape[1], "batch": batch,
         "iterations": iterations, "style_weights": weights.tolist(),
@@ -635,7 +633,7 @@ def environment(args) -> dict:
         "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
         "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "weights": str(args.weights) if args.weights else "random (seeded He-normal, key 0)",
+        "weights": str(args.weights),
         "config": {"content_layers": CONFIG.content_layers, "style_layers": CONFIG.style_layers,
                    "pooling": CONFIG.pooling, "optimizer": CONFIG.optimizer,
                    "history_size": CONFIG.history_size, "linesearch": CONFIG.linesearch,

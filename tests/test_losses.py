@@ -247,6 +247,28 @@ def test_total_variation_golden(transform, shape):
     np.testing.assert_allclose(float(got), np_total_variation(img), rtol=RTOL)
 
 
+def np_total_variation_neural_style(img: np.ndarray) -> float:
+    """1/2 sum over positions with both a right and a lower neighbour of the squared
+    differences to each (jcjohnson/neural-style's TVLoss), written as loops."""
+    img = np.asarray(img, np.float64)
+    h, w, c = img.shape
+    total = 0.0
+    for i in range(h - 1):
+        for j in range(w - 1):
+            for k in range(c):
+                total += (img[i, j + 1, k] - img[i, j, k]) ** 2
+                total += (img[i + 1, j, k] - img[i, j, k]) ** 2
+    return 0.5 * total
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(2, 2, 3)])
+def test_total_variation_neural_style_golden(transform, shape):
+    img = rand(shape, 16, scale=60.0, relu=False) + 120.0
+    got = transform(lambda x: total_variation(x, form="neural-style"))(img)
+    assert_f32_scalar(got)
+    np.testing.assert_allclose(float(got), np_total_variation_neural_style(img), rtol=RTOL)
+
+
 def test_total_variation_constant_image_is_zero(transform):
     assert float(transform(total_variation)(np.full((5, 4, 3), 77.0, np.float32))) == 0.0
 
@@ -271,6 +293,98 @@ def test_guided_gram_and_error_match_numpy():
     ones = np.ones((1, 6, 5), np.float32)
     np.testing.assert_allclose(guided_style_error(f, targets[:1], ones),
                                style_error(f, targets[0]), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- normalisations
+# Golden values of every normalisation mode. The "mean" references follow neural-style's
+# definitions, not the library's algebra: the content loss is nn.MSECriterion of the feature
+# maps; the style loss is nn.MSECriterion of Grams each divided by its map's number of elements
+# (N M), i.e. the mean over the N^2 entries of (G/(N M) - A/(N M'))^2 (= sum (G/M - A/M')^2 / N^4).
+# "gatys" is Eq. 1 (1/2 sum (X - P)^2) and Eq. 4 (sum (G - A)^2 / (4 N^2 M^2)).
+
+
+def np_content_mean(x, p):
+    return float(np.mean((np.asarray(x, np.float64) - np.asarray(p, np.float64)) ** 2))
+
+
+def np_style_mean(x, style):
+    """neural-style's StyleLoss: MSE of G / nElement, the Grams of the output and the style."""
+    g = np_gram(x) / x.size
+    a = np_gram(style) / np.asarray(style).size
+    return float(np.mean((g - a) ** 2))
+
+
+def np_style(x, style, norm):
+    if norm == "mean":
+        return np_style_mean(x, style)
+    n, m, m_style = x.shape[-1], x.shape[0] * x.shape[1], style.shape[0] * style.shape[1]
+    return float(np.sum((np_gram(x) / m - np_gram(style) / m_style) ** 2)) / (4.0 * n**2)
+
+
+@pytest.mark.parametrize("norm", ["gatys", "mean"])
+def test_every_normalisation_mode_has_exact_small_values(norm):
+    """Hand-computable values pin each constant: X = 1 (H W N = 3*5*3), P = A = 0.
+
+    content: "gatys" 1/2 * 45 = 22.5, "mean" 1. style: G/M = ones(3, 3), so "gatys"
+    9 / (4 * 9) = 0.25 and "mean" 9 / 3^4 = 1/9 (N^3 would give 1/3, N^2 1)."""
+    x = np.ones((3, 5, 3), np.float32)
+    zeros3 = np.zeros((3, 3), np.float32)
+    content = {"gatys": 22.5, "mean": 1.0}[norm]
+    style = {"gatys": 0.25, "mean": 1.0 / 9.0}[norm]
+    np.testing.assert_allclose(float(content_loss(x, np.zeros_like(x), norm=norm)), content,
+                               rtol=1e-6)
+    np.testing.assert_allclose(float(style_error(x, zeros3, norm=norm)), style, rtol=1e-6)
+    np.testing.assert_allclose(float(style_layer_loss(x, zeros3, norm=norm)), style, rtol=1e-6)
+    np.testing.assert_allclose(float(style_layer_loss(x, zeros3, a_positions=7, norm=norm)),
+                               style, rtol=1e-6)
+    np.testing.assert_allclose(float(guided_style_error(x, zeros3[None], np.ones((1, 3, 5)),
+                                                        norm=norm)), style, rtol=1e-6)
+    np.testing.assert_allclose(float(style_loss({"a": x}, {"a": np.zeros((2, 2, 3))},
+                                                norm=norm)), style, rtol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["gatys", "mean"])
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_every_normalisation_mode_golden(transform, norm, n):
+    """Content and style losses of each mode against the NumPy references above, with N = 1, 3
+    and 8 channels (a power of N wrong is a factor of N off) and a style map of another size."""
+    x, p = rand((5, 6, n), 40), rand((5, 6, n), 41)
+    style = rand((8, 4, n), 42, scale=1.7)
+    m_style = style.shape[0] * style.shape[1]
+    want_content = np_content_mean(x, p) if norm == "mean" else np_content_loss(x, p)
+    want_style = np_style(x, style, norm)
+    got = transform(lambda a, b: content_loss(a, b, norm=norm))(x, p)
+    np.testing.assert_allclose(float(got), want_content, rtol=RTOL)
+    target = (np_gram(style) / m_style).astype(np.float32)
+    got = transform(lambda a, t: style_error(a, t, norm=norm))(x, target)
+    np.testing.assert_allclose(float(got), want_style, rtol=RTOL)
+    got = transform(lambda a, g: style_layer_loss(a, g, a_positions=m_style, norm=norm))(
+        x, np_gram(style).astype(np.float32))
+    np.testing.assert_allclose(float(got), want_style, rtol=RTOL)
+    got = transform(lambda a, s: style_loss({"l": a}, {"l": s}, norm=norm))(x, style)
+    np.testing.assert_allclose(float(got), want_style, rtol=RTOL)
+    # The same-size convention of style_layer_loss (M' = M): the style map cut to x's size.
+    same = style.reshape(-1, n)[: 5 * 6].reshape(5, 6, n)
+    got = style_layer_loss(x, np_gram(same).astype(np.float32), norm=norm)
+    np.testing.assert_allclose(float(got), np_style(x, same, norm), rtol=RTOL)
+
+
+@pytest.mark.parametrize("norm", ["gatys", "mean"])
+def test_guided_style_error_golden_in_every_mode(norm):
+    """sum_r share_r * E_r with E_r the mode's error of the region's guided Gram."""
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(6, 5, 4)).astype(np.float32)
+    masks = rng.uniform(size=(2, 6, 5)).astype(np.float32)
+    targets = rng.normal(size=(2, 4, 4)).astype(np.float32)
+    expected = 0.0
+    for r in range(2):
+        weighted = (f * masks[r][..., None]).reshape(-1, 4).astype(np.float64)
+        g = weighted.T @ weighted / np.sum(masks[r].astype(np.float64) ** 2)
+        d = g - targets[r]
+        error = np.mean((d / 4) ** 2) if norm == "mean" else np.sum(d * d) / (4 * 4**2)
+        expected += masks[r].mean() * error
+    np.testing.assert_allclose(float(guided_style_error(f, targets, masks, norm=norm)), expected,
+                               rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- dtypes

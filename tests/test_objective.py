@@ -21,9 +21,13 @@ from nst_jax import (
     style_layer_loss,
     total_variation,
 )
+from nst_jax._losses import style_error
 from nst_jax._objective import (
     DEFAULT_STYLE_LAYERS,
+    REFERENCE_PIXELS,
     StyleConfig,
+    _pool_to_layer,
+    content_weight_for,
     loss_weights,
     make_targets,
     stylization_loss,
@@ -135,6 +139,59 @@ def test_stylization_loss_vmaps_over_weights(random_params, small_problem):
     expected = [stylization_loss(image, random_params, targets, w, config)[0]
                 for w in (weights, other)]
     np.testing.assert_allclose(totals, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("content_norm, style_norm", [("gatys", "mean"), ("mean", "gatys")])
+def test_each_term_uses_its_own_normalisation_and_layer_weights(random_params, content_norm,
+                                                               style_norm):
+    """content_norm goes to the content loss, style_norm to the style error (the two differ
+    here, so neither can stand in for the other), and each content layer has its own weight."""
+    config = StyleConfig(content_layers=("conv1_1", "conv2_1"), style_layers=("conv1_1",),
+                         content_norm=content_norm, style_norm=style_norm)
+    rng = np.random.default_rng(5)
+    photo, painting, image = (jnp.asarray(rng.uniform(0, 255, (12, 10, 3)), jnp.float32)
+                              for _ in range(3))
+    targets = make_targets(random_params, photo, painting, config)
+    weights = loss_weights(config, content=1.0, style=1.0, content_layers=[0.3, 2.0])
+    _, terms = stylization_loss(image, random_params, targets, weights, config)
+    layers = ("conv1_1", "conv2_1")
+    feats = extract_features(random_params, preprocess(image), layers)
+    photo_feats = extract_features(random_params, preprocess(photo), layers)
+    painting_feats = extract_features(random_params, preprocess(painting), ["conv1_1"])
+    expected_content = sum(w * content_loss(feats[n], photo_feats[n], norm=content_norm)
+                           for w, n in zip((0.3, 2.0), layers))
+    target = gram_matrix(painting_feats["conv1_1"]) / (12 * 10)
+    expected_style = style_error(feats["conv1_1"], target, norm=style_norm)
+    np.testing.assert_allclose(terms["content"], expected_content, rtol=1e-5)
+    np.testing.assert_allclose(terms["style"], expected_style, rtol=1e-5)
+
+
+def test_default_layer_weights_are_one_over_the_number_of_layers():
+    weights = loss_weights(StyleConfig(content_layers=("conv1_1", "conv4_2")))
+    np.testing.assert_allclose(weights.content_layers, [0.5, 0.5])
+    np.testing.assert_allclose(weights.style_layers, [0.2] * 5)
+
+
+def test_content_weight_scales_with_the_number_of_pixels():
+    """alpha = per_reference * 128^2 / (H W): a 64x32 image gets 8x, a 256x512 one 1/8."""
+    assert REFERENCE_PIXELS == 128 * 128
+    assert content_weight_for((64, 32, 3), 3.0) == pytest.approx(24.0)
+    assert content_weight_for((256, 512), 1.0) == pytest.approx(0.125)
+
+
+def test_masks_are_average_pooled_at_every_depth():
+    """Soft masks of odd size, pooled 2x2/2 (floored) once per pooling before the layer."""
+    masks = np.random.default_rng(6).uniform(size=(2, 23, 35)).astype(np.float32)
+
+    def np_pool(m):
+        h, w = m.shape[1] // 2 * 2, m.shape[2] // 2 * 2
+        return m[:, :h, :w].reshape(m.shape[0], h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+
+    expected = masks.astype(np.float64)
+    for block in range(1, 6):
+        np.testing.assert_allclose(_pool_to_layer(jnp.asarray(masks), f"conv{block}_1"),
+                                   expected, rtol=1e-6, atol=1e-7)
+        expected = np_pool(expected)
 
 
 @pytest.mark.parametrize("kwargs", [

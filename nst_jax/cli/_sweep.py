@@ -37,7 +37,7 @@ def run_label(run: dict[str, Any], args, *, with_style: bool = True) -> str:
 def command(args) -> int:
     import numpy as np
 
-    from .._objective import content_weight_for
+    from .._objective import content_weight_for, tv_weight_for
     from .._plots import loss_plot
     from ..images import save_image
     from ..quality import contact_sheet
@@ -61,10 +61,11 @@ def command(args) -> int:
     _signals.check()
     meta = {"weights": prepared.record, "settings": prepared.settings}
     progress = Progress(args.iterations, args.quiet)
-    auto = content_weight_for(prepared.content.shape)
-    for run in grid:
-        if run["content_weight"] is None:  # the default: the same balance at every size
-            run["content_weight"] = auto
+    for run in grid:  # the size-aware defaults: the same balance at every size
+        if run["content_weight"] is None:
+            run["content_weight"] = content_weight_for(prepared.content.shape)
+        if run["tv_weight"] is None:
+            run["tv_weight"] = tv_weight_for(prepared.content.shape)
 
     def callback(state, records):
         # The bar follows the slowest lane (the job ends with it) and shows the best loss.

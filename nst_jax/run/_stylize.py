@@ -20,6 +20,7 @@ from .._objective import (
     _as_style_list,
     content_weight_for,
     loss_weights,
+    tv_weight_for,
     make_targets,
     with_weights,
 )
@@ -39,7 +40,7 @@ from ._loop import (
 INITS = ("content", "noise", "style", "gaussian")
 #: Defaults of :func:`stylize`, chosen on the pretrained VGG-19 (docs/benchmarks/quality.md).
 DEFAULT_ITERATIONS = 500
-DEFAULT_TOL = 1e-4
+DEFAULT_TOL = 1e-3
 DEFAULT_PATIENCE = 10
 
 _init_jit = jax.jit(init_state, static_argnames=("config", "solver"))
@@ -113,7 +114,7 @@ def stylize(
     solver: SolverConfig | None = None,
     content_weight: float | None = None,
     style_weight: float = DEFAULT_STYLE_WEIGHT,
-    tv_weight: float = 0.0,
+    tv_weight: float | None = None,
     content_layer_weights=None,
     style_layer_weights=None,
     style_blend=None,
@@ -139,10 +140,10 @@ def stylize(
     multiplying every loss weight by the same factor gives the same image.
 
     Defaults (chosen on the pretrained VGG-19 over photo/painting pairs of several kinds,
-    docs/benchmarks/quality.md): ``content_weight=None`` means
-    :func:`~nst_jax.content_weight_for` the content's size (the same style/content balance
-    at every size); ``style_weight``, ``iterations``, ``tol`` and ``patience`` are the
-    constants ``DEFAULT_*``; ``tv_weight=0`` (Gatys et al. use none);
+    docs/benchmarks/quality.md): ``content_weight=None`` and ``tv_weight=None`` mean
+    :func:`~nst_jax.content_weight_for` and :func:`~nst_jax.tv_weight_for` the content's size
+    (the same balance at every size); ``style_weight``, ``iterations``, ``tol`` and
+    ``patience`` are the constants ``DEFAULT_*``;
     ``init="content"`` (Gatys et al. 2016, Sec. 4: initialising from the photo gives results
     like noise and converges faster). Early stopping (``tol``, ``patience``): the run ends once
     the relative decrease of the loss stayed below ``tol`` for ``patience`` consecutive
@@ -182,6 +183,8 @@ def stylize(
     key = jax.random.key(0) if key is None else key
     if content_weight is None:
         content_weight = content_weight_for(content.shape)
+    if tv_weight is None:
+        tv_weight = tv_weight_for(content.shape)
     weights = loss_weights(
         config, content=content_weight, style=style_weight, tv=tv_weight,
         content_layers=content_layer_weights, style_layers=style_layer_weights,

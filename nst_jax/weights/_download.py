@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import WeightsError
-from .._files import publish
+from .._files import PENDING, check_folder_writable, publish
 from ._paths import ENV_VAR, FILENAME, cache_dir
 
 #: Where Keras itself downloads the file (keras/src/applications/vgg19.py), then a mirror.
@@ -47,7 +47,9 @@ def download_weights(
         dest: target file or folder (default: the user cache folder).
         urls: sources, tried in order.
         size, md5: what the file must be.
-        progress: called as ``progress(bytes_done, bytes_total)``.
+        progress: called as ``progress(bytes_done, bytes_total)`` as bytes arrive; an exception
+            it raises (e.g. the CLI's interrupt) ends the download, leaves no file and is
+            passed on.
         timeout: seconds of silence before a connection is given up.
 
     Returns:
@@ -63,6 +65,8 @@ def download_weights(
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise WeightsError(f"{dest}: cannot create folder {dest.parent} ({err})") from None
+    # Once, before any URL: a read-only folder is a local cause, not each URL's failure.
+    check_folder_writable(dest.parent, error=WeightsError, name=dest)
     failures = []
     for url in urls:
         try:
@@ -78,6 +82,7 @@ def download_weights(
 
 def _fetch(url, dest: Path, *, size, md5, progress, timeout) -> None:
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    PENDING.add(tmp)  # a forced exit (second Ctrl-C) removes it too
     try:
         digest = hashlib.md5()
         done = 0
@@ -85,7 +90,9 @@ def _fetch(url, dest: Path, *, size, md5, progress, timeout) -> None:
             total = int(response.headers.get("Content-Length") or size)
             if total != size:
                 raise ValueError(f"server announces {total} bytes, expected {size}")
-            while block := response.read(1 << 16):
+            # read1: whatever has arrived (up to 64 KiB), so ``progress`` runs often even from a
+            # slow server; an exception it raises (an interrupt) stops the download there.
+            while block := response.read1(1 << 16):
                 out.write(block)
                 digest.update(block)
                 done += len(block)
@@ -102,3 +109,4 @@ def _fetch(url, dest: Path, *, size, md5, progress, timeout) -> None:
         publish(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)
+        PENDING.discard(tmp)

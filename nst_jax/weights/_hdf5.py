@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import WeightsError
-from .._files import atomic_file, file_digest
+from .._files import atomic_file
 from .._model import KERAS_LAYERS, param_shapes
 from .._preprocessing import CAFFE, Preprocessing
 from ._paths import FILENAME

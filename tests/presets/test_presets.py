@@ -408,3 +408,9 @@ def test_presets_file_is_validated(tmp_path):
         with pytest.raises(ValueError, match=words) as info:
             load_presets(path)
         assert str(path) in str(info.value), words
+
+
+def test_docs_presets_page_holds_the_current_table():
+    """docs/presets.md is generated from the data; regenerate it when presets.toml changes."""
+    page = (Path(__file__).parents[2] / "docs" / "presets.md").read_text(encoding="utf-8")
+    assert preset_table() in page

@@ -167,6 +167,48 @@ def test_checkpoint_of_format_version_1_is_refused(saved, images, random_params,
             read()
 
 
+def _rewritten(saved: Path, folder: Path, name: str, change) -> Path:
+    """A copy of the checkpoint ``saved`` with the member ``name`` replaced by ``change(it)``."""
+    with np.load(saved) as npz:
+        arrays = {member: npz[member] for member in npz.files}
+    arrays[name] = change(arrays[name])
+    path = folder / "rewritten.ckpt.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("member, dtype", [
+    ("state.image", np.float16), ("state.loss", np.float64), ("state.iteration", np.int64)])
+def test_a_leaf_of_another_dtype_is_refused(saved, images, random_params, tmp_path, member,
+                                            dtype):
+    """Converting silently would resume a run from values it never had (float16 pixels)."""
+    path = _rewritten(saved, tmp_path, member, lambda array: array.astype(dtype))
+    template = state_template(images[0].shape, params=random_params, config=CONFIG)
+    with pytest.raises(NstError, match=rf"{member[len('state'):]} has shape .* and dtype"):
+        load_checkpoint(path, template)
+
+
+def test_a_leaf_of_another_shape_but_the_same_size_is_refused(saved, images, random_params):
+    """A 22x32 run's checkpoint for a 32x22 run: every array has the right number of elements,
+    none the right shape."""
+    height, width, _ = images[0].shape
+    template = state_template((width, height, 3), params=random_params, config=CONFIG)
+    with pytest.raises(NstError, match=r"\.image has shape \(22, 32, 3\).*\(32, 22, 3\)"):
+        load_checkpoint(saved, template)
+
+
+def test_loaded_leaves_keep_the_weak_types_of_the_run(saved, images, random_params):
+    """load_checkpoint's promise: scalar leaves keep their weak types (jaxopt's iteration
+    counter is one), so a resumed run traces exactly as the original did."""
+    template = state_template(images[0].shape, params=random_params, config=CONFIG)
+    state, _, _ = load_checkpoint(saved, template)
+    weak = [jax.tree_util.keystr(path) for path, leaf in
+            jax.tree_util.tree_leaves_with_path(template) if leaf.weak_type]
+    assert weak, "precondition: the state has a weakly typed leaf"
+    assert [leaf.weak_type for leaf in jax.tree.leaves(state)] == [
+        leaf.weak_type for leaf in jax.tree.leaves(template)]
+
+
 def test_meta_differences_names_what_changed():
     saved = {"content": {"path": "/a/c.png", "sha256": "11"}, "seed": 0, "size": 32}
     assert meta_differences(saved, {"content": {"path": "/moved/c.png", "sha256": "11"},

@@ -54,9 +54,13 @@ def style():
 
 
 def run(content, style, params, **kwargs):
-    """stylize with the module's shared chunk size and early stopping off unless asked."""
+    """stylize with the module's shared chunk size, early stopping off, and fixed loss weights
+    (beta 1e3, no TV: the runs below are about the loop, not about the chosen defaults) unless
+    asked otherwise."""
     kwargs.setdefault("save_every", SAVE_EVERY)
     kwargs.setdefault("tol", 0.0)
+    kwargs.setdefault("style_weight", 1e3)
+    kwargs.setdefault("tv_weight", 0.0)
     return stylize(content, style, params=params, **kwargs)
 
 
@@ -235,6 +239,54 @@ def test_continuing_equals_one_long_run(random_params, content, style):
     assert not np.array_equal(restarted.image, whole.image)
 
 
+# ----------------------------------------------------------------- early stopping and best image
+# Loss weights given explicitly (the values of stylize's defaults for this image when these tests
+# were written): the tests are about the loop, not about the defaults of the day.
+LOOP_WEIGHTS = {"content_weight": DEFAULT_ALPHA, "style_weight": 1e3, "tv_weight": 0.0}
+
+
+def test_patience_counts_consecutive_stalled_iterations(random_params, content, style):
+    """With tol = 1e30 every iteration's relative change is below tol, so the run converges after
+    exactly ``patience`` iterations; converging on the last allowed iteration says converged."""
+    for patience, iterations in ((3, 10), (1, 10), (4, 4)):
+        result = run(content, style, random_params, iterations=iterations, tol=1e30,
+                     patience=patience, **LOOP_WEIGHTS)
+        assert result.iterations == patience, (patience, iterations, result.iterations)
+        assert "converged" in result.status, (patience, iterations, result.status)
+
+
+def test_a_rise_of_the_loss_is_not_a_stall(random_params, content, style):
+    """Adam with lr 30 from the photo first raises the loss 6.5x; with tol = 1e-9 and patience 1
+    no iteration changes the loss that little, so the run goes to its limit (a rise counts as a
+    change, not as convergence)."""
+    adam = SolverConfig(name="adam", learning_rate=30.0)
+    result = run(content, style, random_params, solver=adam, iterations=5, tol=1e-9, patience=1,
+                 **LOOP_WEIGHTS)
+    loss = result.history["loss"].astype(np.float64)
+    assert np.any(np.diff(loss) > 0), "precondition: the loss rose"
+    assert np.all(np.abs(np.diff(loss)) > 1e-6 * loss[:-1]), "precondition: no stalled step"
+    assert result.iterations == 5 and "iteration limit" in result.status, result.status
+
+
+def test_best_image_is_the_lowest_loss_of_the_run(random_params, content, style):
+    """The best image is the lowest-loss iterate of the whole run, not the last one that improved
+    on its predecessor. Adam with lr 30 (8 iterations) goes 1, 6.5, 1.3, 0.73 (the best), up to
+    0.99, then down again to 0.86: descents that stay above the best must not replace it, and
+    the result is the best image, not the last."""
+    adam = SolverConfig(name="adam", learning_rate=30.0)
+    result = run(content, style, random_params, solver=adam, iterations=8, tol=0.0,
+                 **LOOP_WEIGHTS)
+    loss = result.history["loss"]
+    best_so_far = np.minimum.accumulate(loss)
+    recoveries = [i for i in range(2, len(loss))
+                  if loss[i] < loss[i - 1] and loss[i] > best_so_far[i - 1]]
+    assert recoveries and loss[-1] > loss.min(), f"precondition: {loss / loss[0]}"
+    assert float(result.state.best_loss) == loss.min()
+    np.testing.assert_array_equal(result.image,
+                                  np.clip(np.asarray(result.state.best_image), 0, 255))
+    assert not np.array_equal(result.image, np.clip(np.asarray(result.state.image), 0, 255))
+
+
 # ------------------------------------------------------------------------------ non-finite loss
 
 
@@ -396,7 +448,7 @@ def test_masks_route_each_style_to_its_region(random_params, small_images):
     left[:, :16] = 1.0
     result = stylize(content, [starry, wave], params=random_params, config=SHALLOW,
                      masks=np.stack([left, 1.0 - left]), content_weight=1e-4,
-                     style_weight=1.0, iterations=15, tol=0.0)
+                     style_weight=1.0, tv_weight=0.0, iterations=15, tol=0.0)
     assert result.history["loss"][-1] < 0.5 * result.history["loss"][0]
     left_cols, right_cols = slice(0, 16), slice(16, 32)
     # Each region moved towards its own style ...

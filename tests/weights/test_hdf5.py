@@ -15,9 +15,14 @@ import numpy as np
 import pytest
 
 from conftest import write_keras_h5
-from nst_jax import WeightsError
+from nst_jax import CAFFE, Preprocessing, WeightsError
 from nst_jax._model import KERAS_LAYERS
-from nst_jax.weights import load_vgg19_params, weights_info
+from nst_jax.weights import (
+    load_preprocessing,
+    load_vgg19_params,
+    save_vgg19_params,
+    weights_info,
+)
 
 NAMINGS = ("canonical", "keras3")
 
@@ -123,6 +128,18 @@ def test_whole_model_file_with_model_weights_group_loads(weights_files, np_param
     with h5py.File(path, "r") as handle:
         assert "layer_names" not in handle.attrs  # really only under model_weights
     _assert_params_equal(load_vgg19_params(path), np_params)
+
+
+def test_saved_file_records_its_preprocessing(np_params, tmp_path):
+    """save_vgg19_params writes the params and every field of the input convention;
+    load_preprocessing reads each back from its own attribute (all fields differ here)."""
+    custom = Preprocessing("RGB", 1.0, (0.1, 0.2, 0.3), (0.5, 2.0, 4.0))
+    path = save_vgg19_params(tmp_path / "custom.h5", np_params, preprocessing=custom)
+    assert load_preprocessing(path) == custom
+    _assert_params_equal(load_vgg19_params(path), np_params)
+    # The Keras release records nothing and means CAFFE.
+    bare = write_keras_h5(tmp_path / "bare.h5", np_params)
+    assert load_preprocessing(bare) == CAFFE
 
 
 @pytest.mark.parametrize("naming", NAMINGS)
