@@ -23,8 +23,8 @@ Command (from the repository root, in its virtual environment)::
 
     python scripts/signal_campaign.py --runs 60 --seed 1
 
-Runtime: about 10-20 s a run on 2 busy CPU cores (start-up and compile dominate), plus a resume
-run for each checkpoint left: 60 runs take about 15-25 minutes.
+Runtime: about 10-20 s a run on 2 shared CPU cores (start-up and compile dominate), plus a
+resume run for each checkpoint left: ``--runs 60`` took 13.5 minutes (67 runs, 9 resumes).
 
 Output: one line per run (scenario, signal, trigger, the phase the run was in when the signal
 was sent, exit code, verdict and problems), then the tally: exit codes, outcomes per phase,
