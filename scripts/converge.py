@@ -16,8 +16,8 @@ compiled call (~190 ms at 256 px), so a 300-evaluation run is ~15-25 s at 128 px
 
 Problem: the chelsea photo (content) and starry_night (style) from ``examples/``, each loaded
 with ``load_image(path, max_side=S)`` for every size S in ``--sizes``; the library's default
-objective (conv4_2 content, conv1_1..conv5_1 style, the default alpha and beta, no TV), content
-initialisation. Every run gets the same budget of ``--evals`` loss+gradient evaluations (the
+objective (conv4_2 content, conv1_1..conv5_1 style, the default alpha (size-aware) and beta, no
+TV: the PyTorch reference has none; :func:`objective_weights`), content initialisation. Every run gets the same budget of ``--evals`` loss+gradient evaluations (the
 initial evaluation counts as one).
 
 Runs (names for ``--runs``; shell-style patterns such as ``'adam-*'`` work, ``all`` = every run):
@@ -103,9 +103,9 @@ import numpy as np
 
 from nst_jax import NstError, load_image
 from nst_jax._objective import (
-    DEFAULT_CONTENT_WEIGHT,
     DEFAULT_STYLE_WEIGHT,
     StyleConfig,
+    content_weight_for,
     loss_weights,
     make_targets,
     stylization_loss,
@@ -298,6 +298,14 @@ def lua_one(state: LuaState, params, targets, weights, lr, *, config: StyleConfi
     return state, state.f
 
 
+def objective_weights(content):
+    """The race's objective: the library's default alpha (size-aware) and beta, no TV (the
+    PyTorch reference has none), as traced :class:`LossWeights` and as stylize keywords."""
+    alpha = content_weight_for(content.shape)
+    keywords = {"content_weight": alpha, "style_weight": DEFAULT_STYLE_WEIGHT, "tv_weight": 0.0}
+    return loss_weights(BASE, content=alpha, style=DEFAULT_STYLE_WEIGHT, tv=0.0), keywords
+
+
 def run_lua(params, content, style, evals: int, spec: dict) -> tuple[dict, np.ndarray]:
     """A reference run; returns (record as for stylize runs, final unclipped image).
 
@@ -305,7 +313,7 @@ def run_lua(params, content, style, evals: int, spec: dict) -> tuple[dict, np.nd
     (XLA while loop), like :func:`nst_jax.stylize`; ``"steps"`` calls one compiled iteration
     per Python loop step (no XLA loop; state donated, losses fetched once per chunk).
     """
-    weights = loss_weights(BASE)
+    weights, _ = objective_weights(content)
     lr = jnp.float32(spec["lr"])
     targets_fn = jax.jit(functools.partial(make_targets, config=BASE))
     init_fn = jax.jit(functools.partial(lua_init, config=BASE, history=spec["history"]))
@@ -364,14 +372,15 @@ def run_lua(params, content, style, evals: int, spec: dict) -> tuple[dict, np.nd
 
 def run_stylize(params, content, style, evals: int, spec: dict) -> tuple[dict, np.ndarray]:
     solver = SolverConfig(**{key: value for key, value in spec.items() if key != "kind"})
+    _, keywords = objective_weights(content)
     warm = stylize(content, style, params=params, config=BASE, solver=solver, iterations=0,
-                   tol=0.0)
+                   tol=0.0, **keywords)
 
     def stop(state, records):
         return int(state.evaluations) >= evals
 
     result = stylize(content, style, params=params, config=BASE, solver=solver,
-                     iterations=evals - 1, tol=0.0, callback=stop)
+                     iterations=evals - 1, tol=0.0, callback=stop, **keywords)
     history = {name: np.asarray(result.history[name])
                for name in ("loss", "evaluations", "seconds")}
     record = {"iterations": result.iterations, "evaluations": result.evaluations,
@@ -394,7 +403,7 @@ def bare_evaluation(params, content, style, in_loop: int = 3):
     floor of any solver whose iterations run inside an XLA loop; ``loss_fn`` the jitted loss.
     """
     targets = make_targets(params, content, style, BASE)
-    weights = loss_weights(BASE)
+    weights, _ = objective_weights(content)
     value_and_grad = jax.value_and_grad(functools.partial(_objective, config=BASE), has_aux=True)
     grad_fn = jax.jit(value_and_grad)
 
@@ -456,8 +465,8 @@ def time_to(history: dict, target: float, evals: int) -> float | None:
 
 def torch_record(torch: dict, evals: int) -> dict:
     """A ``scripts/torch_reference.py lbfgs`` result as a run record (curves cut at the budget)."""
-    loss = np.asarray(torch["loss"], np.float64)[:evals]
-    seconds = np.asarray(torch["seconds"], np.float64)[:evals]
+    loss = np.asarray(torch["history"]["loss"], np.float64)[:evals]
+    seconds = np.asarray(torch["history"]["seconds"], np.float64)[:evals]
     evaluations = np.arange(1, len(loss) + 1)
     return {"spec": {"kind": "torch", **torch.get("settings", {})},
             "summary": {"iterations": len(loss) - 1, "evaluations": len(loss),
@@ -632,7 +641,7 @@ def environment(args) -> dict:
         "weights": args.weights_record,
         "evals": args.evals, "sizes": args.sizes, "runs": args.runs,
         "objective": {"content_layers": BASE.content_layers, "style_layers": BASE.style_layers,
-                      "content_weight": DEFAULT_CONTENT_WEIGHT,
+                      "content_weight": "content_weight_for(shape): 1 per 128x128 px",
                       "style_weight": DEFAULT_STYLE_WEIGHT, "tv_weight": 0.0,
                       "init": "content", "pooling": BASE.pooling},
     }
@@ -658,7 +667,8 @@ def main(argv=None) -> None:
     torch_runs = [json.loads(Path(path).read_text()) for path in args.torch_json]
     started = time.perf_counter()
     env = environment(args)
-    results = [run_size(params, size, args, [t for t in torch_runs if t.get("size") == size])
+    results = [run_size(params, size, args,
+                        [t for t in torch_runs if t["settings"].get("size") == size])
                for size in args.sizes]
     env["total_seconds"] = time.perf_counter() - started
     env["load_average_end"] = os.getloadavg()
