@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -96,17 +96,86 @@ def unpack_weights(weights) -> tuple[Any, Preprocessing | None]:
 
 
 class _ConvParams(nn.Module):
-    """The kernel (3, 3, C_in, C_out) and bias (C_out,) of one conv layer, named as in the file."""
+    """The kernel (3, 3, C_in, C_out) and bias (C_out,) of one conv layer, named as in the file,
+    and its input-gradient kernel when the variables carry one (:func:`with_backward_kernels`),
+    else None."""
 
     features: int
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, in_features: int):
         kernel = self.param("kernel", nn.initializers.he_normal(),
                             (3, 3, in_features, self.features), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        return kernel, bias
+        backward = (self.get_variable(BACKWARD, "kernel")
+                    if self.has_variable(BACKWARD, "kernel") else None)
+        return kernel, bias, backward
+
+
+#: The variable collection of the precomputed input-gradient kernels.
+BACKWARD = "backward"
+
+
+def backward_kernel(kernel: jax.Array) -> jax.Array:
+    """The kernel of a 3x3 "SAME" convolution's input gradient: ``dx = conv(g, K')`` with
+    ``K'[i, j, o, c] = K[2 - i, 2 - j, c, o]`` (flipped in space, in/out channels swapped).
+
+    Args:
+        kernel: (3, 3, C_in, C_out) HWIO.
+
+    Returns:
+        (3, 3, C_out, C_in) HWIO.
+    """
+    return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
+def with_backward_kernels(variables, layers: Sequence[str] = LAYERS):
+    """``variables`` plus, in a ``"backward"`` collection, the input-gradient kernel
+    (:func:`backward_kernel`) of every conv up to the deepest of ``layers``.
+
+    Why: the image gradient of a convolution convolves with this flipped, transposed kernel.
+    Derived inside a compiled function from a kernel passed as an argument, it is rebuilt on
+    every call (XLA:CPU re-lays out all the kernels each loss+gradient evaluation); computed
+    once per run here, it is an argument like the kernel (docs/benchmarks/speed.md). Values
+    and gradients are unchanged (the same convolutions); forward-mode differentiation
+    (``jax.jvp``) of the network is not available with these variables. Idempotent; a no-op
+    for variables without ``"params"``.
+    """
+    if not isinstance(variables, Mapping) or "params" not in variables or BACKWARD in variables:
+        return variables
+    deepest = max(LAYERS.index(canonical_layer(name)) for name in layers)
+    convs = variables["params"]
+    backward = {name: {"kernel": backward_kernel(jnp.asarray(convs[name]["kernel"]))}
+                for name in KERAS_LAYERS[: deepest + 1] if name in convs}
+    return {**variables, BACKWARD: backward}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv(x: jax.Array, kernel: jax.Array, backward: jax.Array, precision) -> jax.Array:
+    """``conv(x, kernel)`` (3x3, stride 1, "SAME", NHWC/HWIO) whose input gradient convolves
+    with the precomputed ``backward = backward_kernel(kernel)``."""
+    return _plain_conv(x, kernel, precision)
+
+
+def _conv_forward(x, kernel, backward, precision):
+    return _plain_conv(x, kernel, precision), (x, kernel, backward)
+
+
+def _conv_backward(precision, saved, g):
+    x, kernel, backward = saved
+    # The kernel's own gradient, exact; XLA drops it when only the image is differentiated.
+    _, kernel_vjp = jax.vjp(lambda k: _plain_conv(x, k, precision), kernel)
+    return _plain_conv(g, backward, precision), kernel_vjp(g)[0], jnp.zeros_like(backward)
+
+
+_conv.defvjp(_conv_forward, _conv_backward)
+
+
+def _plain_conv(x, kernel, precision):
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(1, 1), padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
 
 
 def _pool_windows(x: jax.Array) -> jax.Array:
@@ -187,19 +256,20 @@ def _remat(block_fn):
 
 def _block(h, convs, *, pool: str | None, dtype, precision, outputs: str = "relu"):
     """One VGG block on a (1, H, W, C) batch: optional 2x2/2 pooling, then conv+ReLU for each
-    (kernel, bias). Returns (per-conv outputs, the block's last ReLU output); the outputs are
-    the ReLU activations, or the convolutions before it for ``outputs="conv"``. Pure, so it can
-    be rematerialized (:func:`_remat`)."""
+    (kernel, bias, input-gradient kernel or None). Returns (per-conv outputs, the block's last
+    ReLU output); the outputs are the ReLU activations, or the convolutions before it for
+    ``outputs="conv"``. Pure, so it can be rematerialized (:func:`_remat`)."""
     if pool == "max":
         h = _max_pool(h)
     elif pool == "avg":
         h = nn.avg_pool(h, window_shape=(2, 2), strides=(2, 2), padding="VALID")
     results = []
-    for kernel, bias in convs:
-        pre = jax.lax.conv_general_dilated(
-            h, kernel.astype(dtype), window_strides=(1, 1), padding="SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision,
-        ) + bias.astype(dtype)
+    for kernel, bias, backward in convs:
+        if backward is None:
+            pre = _plain_conv(h, kernel.astype(dtype), precision)
+        else:
+            pre = _conv(h, kernel.astype(dtype), backward.astype(dtype), precision)
+        pre = pre + bias.astype(dtype)
         h = nn.relu(pre)
         results.append(pre if outputs == "conv" else h)
     return results, h

@@ -27,7 +27,13 @@ from ._losses import (
     style_target,
     total_variation,
 )
-from ._model import LAYERS, canonical_layer, extract_features, unpack_weights
+from ._model import (
+    LAYERS,
+    canonical_layer,
+    extract_features,
+    unpack_weights,
+    with_backward_kernels,
+)
 from ._preprocessing import CAFFE, Preprocessing, preprocess
 
 DEFAULT_CONTENT_LAYERS = ("conv4_2",)
@@ -330,9 +336,11 @@ def stylization_loss(
 def with_weights(config: StyleConfig, weights) -> tuple[StyleConfig, object]:
     """``(config, params)`` for a run on ``weights`` (a :class:`~nst_jax.VGGWeights` or a
     plain params pytree): when ``config.preprocessing`` is None it becomes the convention the
-    weights record, so a caller cannot forget it."""
+    weights record, so a caller cannot forget it. The params carry the input-gradient kernels
+    of the layers the objective reads (:func:`~nst_jax._model.with_backward_kernels`): a run
+    computes them once instead of on every evaluation."""
     params, recorded = unpack_weights(weights)
     if config.preprocessing is None and recorded is not None:
         config = copy.copy(config)  # not dataclasses.replace: no second deprecation warning
         object.__setattr__(config, "preprocessing", recorded)
-    return config, params
+    return config, with_backward_kernels(params, config.feature_layers)

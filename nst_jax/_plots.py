@@ -20,14 +20,15 @@ def loss_plot(curves: Sequence[np.ndarray], labels: Sequence[str], *,
         size: (width, height) in pixels.
     """
     try:
-        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
 
     dpi = 100
     figure = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    # Its own raster canvas: a bare Figure has none unless pyplot has set a backend.
+    canvas = FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for curve, label in zip(curves, labels):
         curve = np.asarray(curve, np.float64)
@@ -41,5 +42,5 @@ def loss_plot(curves: Sequence[np.ndarray], labels: Sequence[str], *,
     if len(labels) <= 20:
         axes.legend(fontsize="small", loc="upper right")
     figure.tight_layout()
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].astype(np.float32)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float32)

@@ -92,7 +92,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -102,6 +101,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import NstError, load_image
+from nst_jax._files import atomic_file
 from nst_jax._objective import (
     DEFAULT_STYLE_WEIGHT,
     StyleConfig,
@@ -620,16 +620,8 @@ def plot(results: list[dict], evals: int, path: Path) -> None:
 
 
 def write_atomic(path: Path, write) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
-                               prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        write(handle)
 
 
 def environment(args) -> dict:

@@ -4,11 +4,11 @@ Commands (from the repository root, with the venv active)::
 
     # the four figures of one output (images at the output's size; painting at --size)
     python scripts/quality.py score OUT.png examples/chelsea.jpg examples/starry_night.jpg \
-        --weights weights/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
+        --weights auto
 
     # sweep: every configuration on every photo/painting pair (default: the 8 pairs below)
     python scripts/quality.py run --out quality_run --size 128 --iterations 100 \
-        --weights weights/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 \
+        --weights auto \
         --config default="" --config adam="--optimizer adam" \
         [--pairs chelsea:starry_night,camera:great_wave] [--jobs 1] [--timeout 1800]
 
@@ -17,9 +17,9 @@ is ``nst-jax stylize PHOTO PAINTING -o OUT/<config>/<pair>.png --size S --iterat
 --weights W --log OUT/<config>/<pair>.json --overwrite -q <options>`` in a subprocess
 (``python -m nst_jax.cli`` when the console script is not next to this Python). Without
 ``--config`` the one configuration is ``default=""``. ``--pairs`` takes PHOTO:PAINTING items,
-each a path or the stem of a file in ``examples/``. ``--weights`` defaults to
-``$NST_JAX_WEIGHTS``, else ``weights/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5``;
-``random`` scores with seeded random VGG-19 weights (and passes ``random`` to the runs).
+each a path or the stem of a file in ``examples/``. ``--weights`` takes what ``nst-jax
+stylize --weights`` takes (default ``$NST_JAX_WEIGHTS``, else ``auto``: the pretrained weights,
+downloaded once); ``random`` scores with seeded random VGG-19 weights (and passes it to the runs).
 
 Outputs of ``run`` in ``--out``:
 
@@ -74,7 +74,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 FIGURES = ("style_distance", "change", "grid", "saturation")
 FIGURE_TITLES = {"style_distance": "style distance", "change": "change", "grid": "grid",
                  "saturation": "saturation"}
@@ -141,28 +140,15 @@ def parse_configs(items: list[str] | None) -> dict[str, list[str]]:
 
 
 def weights_spec(given: str | None) -> str:
-    if given:
-        return given
-    env = os.environ.get("NST_JAX_WEIGHTS")
-    if env:
-        return env
-    local = ROOT / "weights" / WEIGHTS_FILE
-    if local.is_file():
-        return str(local)
-    raise SystemExit("quality.py: pass --weights PATH (a VGG-19 .h5 file) or --weights random; "
-                     f"neither $NST_JAX_WEIGHTS nor {local} exists")
+    return given or os.environ.get("NST_JAX_WEIGHTS") or "auto"
 
 
 def load_params(spec: str) -> tuple[Any, Any]:
-    """(params, preprocessing) for scoring; preprocessing None means nst_jax's default."""
-    import jax
+    """(params, preprocessing) for scoring, as ``nst-jax stylize --weights SPEC`` finds them."""
+    from nst_jax.weights import resolve_weights
 
-    import nst_jax
-
-    if spec == "random":
-        return nst_jax.random_vgg19_params(jax.random.key(0)), None
-    path = Path(spec)
-    return nst_jax.load_vgg19_params(path), nst_jax.load_preprocessing(path)
+    weights = resolve_weights(spec, notify=print, warn=print)
+    return weights.params, weights.preprocessing
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("output", help="stylized image")
     s.add_argument("photo", help="content photo (resized to the output's size)")
     s.add_argument("style", help="painting (resized to --size)")
-    s.add_argument("--weights", help="VGG-19 .h5 file or 'random' (default: $NST_JAX_WEIGHTS, "
-                   f"else weights/{WEIGHTS_FILE})")
+    s.add_argument("--weights", help="as nst-jax's --weights: auto, quantized, random or a .h5 file "
+                   "(default: $NST_JAX_WEIGHTS, else auto)")
     s.add_argument("--size", type=int, default=None,
                    help="longest side of the painting when scoring (default: the output's)")
     s.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -439,8 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--size", type=int, default=128, help="longest side in px (default 128)")
     r.add_argument("--iterations", type=int, default=100, help="per run (default 100)")
-    r.add_argument("--weights", help="VGG-19 .h5 file or 'random' (default: $NST_JAX_WEIGHTS, "
-                   f"else weights/{WEIGHTS_FILE})")
+    r.add_argument("--weights", help="as nst-jax's --weights: auto, quantized, random or a .h5 file "
+                   "(default: $NST_JAX_WEIGHTS, else auto)")
     r.add_argument("--config", action="append", metavar='NAME="OPTIONS"',
                    help='a named set of nst-jax stylize options, repeatable (default: default="")')
     r.add_argument("--pairs", help="PHOTO:PAINTING,... (paths or examples/ stems; default: "

@@ -1,6 +1,6 @@
 """Gatys et al. losses against independent float64 NumPy implementations.
 
-The golden values below are computed from the formulas in DESIGN.md ("The method"), never by
+The golden values below are computed from the formulas in docs/design.md ("The method"), never by
 calling the library. Every golden test runs both eagerly and under ``jax.jit``.
 """
 

@@ -22,6 +22,7 @@ from nst_jax import (
     total_variation,
 )
 from nst_jax._losses import style_error
+from nst_jax._model import KERAS_LAYERS
 from nst_jax._objective import (
     DEFAULT_STYLE_LAYERS,
     REFERENCE_PIXELS,
@@ -75,7 +76,7 @@ def test_stylization_loss_equals_composition_of_public_losses(random_params, sma
     small_content, small_style, image, config, weights, targets = small_problem
     total, terms = stylization_loss(image, random_params, targets, weights, config)
 
-    # Independent recomputation from the public pieces (DESIGN.md, "The method").
+    # Independent recomputation from the public pieces (docs/design.md, "The method").
     layers = ["conv4_2", *DEFAULT_STYLE_LAYERS]
     feats = extract_features(random_params, preprocess(image), layers)
     photo = extract_features(random_params, preprocess(small_content), ["conv4_2"])["conv4_2"]
@@ -247,12 +248,24 @@ def test_with_weights_applies_the_recorded_preprocessing(random_params):
     plain params pytree records none (CAFFE is then used)."""
     weights = VGGWeights(random_params, TORCHVISION, {"kind": "random"})
     config, params = with_weights(StyleConfig(), weights)
-    assert config.preprocessing == TORCHVISION and params is random_params
+    assert config.preprocessing == TORCHVISION and params["params"] is random_params["params"]
     assert StyleConfig().preprocessing is None  # the caller's config is not changed
     config, _ = with_weights(StyleConfig(preprocessing=CAFFE), weights)
     assert config.preprocessing == CAFFE
     config, params = with_weights(StyleConfig(), random_params)
-    assert config.preprocessing is None and params is random_params
+    assert config.preprocessing is None and params["params"] is random_params["params"]
+
+
+def test_with_weights_adds_the_backward_kernels_of_the_layers_read(random_params):
+    """The input-gradient kernels of every conv up to the deepest layer the objective reads,
+    and no others; idempotent."""
+    _, params = with_weights(StyleConfig(), random_params)  # deepest: conv5_1
+    assert sorted(params["backward"]) == sorted(KERAS_LAYERS[:13])
+    _, again = with_weights(StyleConfig(), params)
+    assert again is params
+    shallow = StyleConfig(content_layers=("conv2_1",), style_layers=("conv1_1", "conv2_1"))
+    _, params = with_weights(shallow, random_params)
+    assert sorted(params["backward"]) == ["block1_conv1", "block1_conv2", "block2_conv1"]
 
 
 # ------------------------------------------------------------ several styles: blends and masks

@@ -8,6 +8,8 @@ that survives non-positive and non-finite values.
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -40,3 +42,16 @@ def test_loss_plot_skips_zero_and_nan_values():
     assert image.shape == (200, 300, 3)
     # No drawable value at all still gives a picture.
     assert loss_plot([np.zeros(3)], ["zero"], size=size).shape == (200, 300, 3)
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="needs matplotlib (the plots extra)")
+def test_loss_plot_in_a_fresh_process():
+    """As the CLI calls it: no pyplot imported, so no backend chosen (a bare Figure has no
+    raster canvas there; this crashed ``nst-jax sweep`` once)."""
+    code = ("import numpy as np, sys; from nst_jax._plots import loss_plot; "
+            "image = loss_plot([np.geomspace(1e6, 1e3, 30)], ['a'], size=(200, 100)); "
+            "assert 'matplotlib.pyplot' not in sys.modules; print(image.shape)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(100, 200, 3)"

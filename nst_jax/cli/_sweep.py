@@ -111,16 +111,16 @@ def command(args) -> int:
     save_image(outdir / "contact_sheet.png", np.asarray(contact_sheet(
         rows, [p.stem for p in args.styles] if len(args.styles) > 1 else None, columns),
         np.float32))
-    plot = loss_plot([history["loss"][:, i] for i in range(len(grid))], labels)
-    if plot is None:
-        say(f"{PROG}: loss_curves.png needs matplotlib: pip install 'nst-jax[plots]'")
-    else:
-        save_image(outdir / "loss_curves.png", plot)
     write_json(outdir / "sweep.json", {
         "nst_jax": __version__, **meta,
         "devices": result.devices, "compile_seconds": round(result.compile_seconds, 3),
         "seconds": np.asarray(history["seconds"]).tolist(), "runs": runs,
     })
+    plot = loss_plot([history["loss"][:, i] for i in range(len(grid))], labels)
+    if plot is None:
+        say(f"{PROG}: loss_curves.png needs matplotlib: pip install 'nst-jax[plots]'")
+    else:
+        save_image(outdir / "loss_curves.png", plot)
     say(f"{len(grid)} runs on {result.devices} device(s): wrote {outdir}/ (images, "
         "contact_sheet.png, loss_curves.png, sweep.json)")
     return 0

