@@ -23,7 +23,7 @@ _CORE = {
                      "style_layer_loss", "style_loss", "style_target", "total_variation"),
                     "._losses"),
     **dict.fromkeys(("LAYERS", "VGG19", "VGGWeights", "extract_features",
-                     "random_vgg19_params"), "._model"),
+                     "random_vgg19_params", "with_backward_kernels"), "._model"),
     **dict.fromkeys(("LossWeights", "StyleConfig", "Targets", "content_weight_for",
                      "loss_weights", "make_targets", "stylization_loss", "tv_weight_for"),
                     "._objective"),
@@ -84,7 +84,14 @@ if _TYPE_CHECKING:  # for type checkers and editors: the same names, imported ea
         style_target,
         total_variation,
     )
-    from ._model import LAYERS, VGG19, VGGWeights, extract_features, random_vgg19_params
+    from ._model import (
+        LAYERS,
+        VGG19,
+        VGGWeights,
+        extract_features,
+        random_vgg19_params,
+        with_backward_kernels,
+    )
     from ._objective import (
         LossWeights,
         StyleConfig,

@@ -115,7 +115,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import load_image
+from nst_jax import load_image, with_backward_kernels
 from nst_jax._model import CONV_SPECS, LAYERS, canonical_layer
 from nst_jax._objective import StyleConfig, loss_weights, make_targets, stylization_loss
 from nst_jax.run import stylize, stylize_batch
@@ -190,7 +190,10 @@ def load_pair(size: int):
 
 def loss_args(params, content, style, config: StyleConfig, *, abstract: bool = False):
     """Arguments of ``stylization_loss``: (image, params, targets, weights). ``abstract``: only
-    their shapes and dtypes (``jax.eval_shape``: nothing is computed), enough to compile."""
+    their shapes and dtypes (``jax.eval_shape``: nothing is computed), enough to compile.
+    The params carry their input-gradient kernels, as in :func:`nst_jax.stylize`."""
+    params = with_backward_kernels(params, config.feature_layers)
+
     def build(content, style):
         targets = make_targets(params, content, style, config)
         return content, params, targets, loss_weights(config)

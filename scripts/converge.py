@@ -100,7 +100,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import NstError, load_image
+from nst_jax import NstError, load_image, with_backward_kernels
 from nst_jax._files import atomic_file
 from nst_jax._objective import (
     DEFAULT_STYLE_WEIGHT,
@@ -654,7 +654,9 @@ def main(argv=None) -> None:
         weights = resolve_weights(args.weights, notify=print)
     except NstError as err:
         raise SystemExit(f"error: {err}") from None
-    params = weights.params
+    # With the input-gradient kernels, as stylize() prepares them: the references and the
+    # bare evaluation then run the same convolutions as the library's runs.
+    params = with_backward_kernels(weights.params)
     args.weights_record = weights.source
     torch_runs = [json.loads(Path(path).read_text()) for path in args.torch_json]
     started = time.perf_counter()

@@ -122,13 +122,19 @@ def test_vmap_over_style_weight_matches_loop(random_params):
     config = nst_jax.StyleConfig()
     targets = nst_jax.make_targets(random_params, content, style, config)
     weights = nst_jax.loss_weights(config)
+    prepared = nst_jax.with_backward_kernels(random_params)
 
-    def loss(beta):
+    def loss(x, beta, params):
         return nst_jax.stylization_loss(
-            image, random_params, targets, weights._replace(style=beta), config)[0]
+            x, params, targets, weights._replace(style=beta), config)[0]
 
     betas = jnp.array([1e2, 1e3, 1e4])
-    batched = jax.jit(jax.vmap(loss))(betas)
-    looped = jnp.stack([loss(b) for b in betas])
-    np.testing.assert_allclose(batched, looped, rtol=1e-5)
+    images = jnp.stack([image, image + 1.0, image - 1.0])
+    grad = jax.value_and_grad(loss)
+    batched, batched_grads = jax.jit(jax.vmap(grad, in_axes=(0, 0, None)))(images, betas, prepared)
+    looped = [grad(x, b, random_params) for x, b in zip(images, betas)]
+    np.testing.assert_allclose(batched, jnp.stack([v for v, _ in looped]), rtol=1e-5)
+    for batched_grad, (_, looped_grad) in zip(batched_grads, looped):
+        np.testing.assert_allclose(batched_grad, looped_grad, rtol=1e-4,
+                                   atol=1e-5 * float(jnp.max(jnp.abs(looped_grad))))
     assert batched[0] < batched[1] < batched[2]

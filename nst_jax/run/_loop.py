@@ -121,9 +121,10 @@ def run_steps(state: OptState, params, targets, weights, limits, config: StyleCo
     Finished runs (status != RUNNING) are carried through unchanged (``lax.cond``; under
     ``vmap`` both branches execute, so a finished lane costs as much as a running one).
     ``steps=1`` compiles one iteration with no control flow around it (a select keeps finished
-    runs unchanged): XLA:CPU runs the VGG convolutions about 2x slower when they sit inside a
-    loop or conditional (measured at 128 px: 0.85-0.95 s per evaluation inside ``lax.scan``,
-    0.42 s for the same step compiled alone, equal to a bare loss+gradient call).
+    runs unchanged). (With kernels passed as plain arguments, XLA:CPU ran the convolutions
+    2-5x slower inside a loop or conditional; with the precomputed input-gradient kernels
+    of :func:`~nst_jax.with_backward_kernels`, which every run uses, a ``lax.scan`` step costs
+    what a bare loss+gradient call does: docs/benchmarks/converge.md.)
 
     Args:
         limits: (max_iterations, tol, patience) traced scalars.
@@ -238,8 +239,8 @@ def _history(lists) -> dict[str, np.ndarray]:
 
 
 def chunk_size(pixels: int, save_every: int | None) -> int:
-    """Iterations per compiled call: 1 on CPU (see :func:`run_steps`: loops slow XLA:CPU's
-    convolutions down 2x, while a Python call costs well under a millisecond); on accelerators
+    """Iterations per compiled call: 1 on CPU, where an evaluation takes tens of milliseconds
+    or more, so progress, ``--save-every`` and signals act at every iteration; on accelerators
     enough iterations for a progress update every second or two."""
     if jax.default_backend() == "cpu":
         return 1

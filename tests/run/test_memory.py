@@ -25,8 +25,9 @@ def test_estimate_is_linear_in_pixels_and_runs():
 
 
 def test_estimate_matches_the_measured_benchmark():
-    # README "Benchmarks": 884 MiB peak at 170x256 and 1,173 MiB at 341x512 for one evaluation,
-    # which holds no optimizer state.
+    # The peaks scripts/bench.py measured when the estimate was fitted: 884 MiB at 170x256 and
+    # 1,173 MiB at 341x512 for one evaluation, which holds no optimizer state (the current
+    # run is in docs/benchmarks/speed.md).
     config = SolverConfig()
     for height, width, mib in ((170, 256, 884), (341, 512, 1173)):
         state = 2 * config.history_size * height * width * 3 * 4
