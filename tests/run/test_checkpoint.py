@@ -313,21 +313,24 @@ def _wait_for_new_checkpoint(proc: subprocess.Popen, path: Path, before) -> None
         time.sleep(0.005)
 
 
-def _check_files(folder: Path, template, previous: int) -> int:
-    """The published files are valid whatever moment the run died at; returns the checkpoint's
-    iteration."""
+def _check_files(folder: Path, template, previous: tuple[int, int]) -> tuple[int, int]:
+    """The published files are valid whatever moment the run died at. ``previous``: the
+    checkpoint's and the image's iterations after the last kill; returns them now."""
     state, history, meta = load_checkpoint(folder / "out.ckpt.npz", template)
     iteration = int(state.iteration)
-    assert iteration > previous  # a new checkpoint appeared, and nothing went backwards
+    assert iteration > previous[0]  # a new checkpoint appeared, and nothing went backwards
     assert meta["iteration"] == iteration and len(history["loss"]) == iteration + 1
     assert history["loss"][-1] == np.asarray(state.loss)
     with Image.open(folder / "out.png") as img:
         img.load()  # decodes completely
         assert img.size == (SIZE, 22)
     shown = read_metadata(folder / "out.png")["iteration"]
-    # The image is written right after its checkpoint, so it is that one or the one before.
-    assert iteration - 1 <= shown <= iteration
-    return iteration
+    # The image is written right after its checkpoint: it shows that iteration or the one
+    # before, or, when this run was killed between its first checkpoint and the image that
+    # follows it, still the previous run's image. Never one the checkpoint cannot resume.
+    assert previous[1] <= shown <= iteration
+    assert shown >= iteration - 1 or shown == previous[1]
+    return iteration, shown
 
 
 @pytest.mark.slow
@@ -341,7 +344,7 @@ def test_killed_runs_always_leave_valid_files_and_resume(tmp_path, random_params
     template = state_template(images[0].shape, params=random_params, config=CONFIG)
     rng = random.Random(1234)
     ckpt = tmp_path / "out.ckpt.npz"
-    iteration = -1
+    iteration, shown = -1, -1
     weights = weights_files["canonical"]
     for kill in range(4):
         before = _identity(ckpt)
@@ -349,12 +352,14 @@ def test_killed_runs_always_leave_valid_files_and_resume(tmp_path, random_params
         proc = _start(tmp_path, weights, "--iterations", 100000, *(["--resume"] if kill else []))
         try:
             _wait_for_new_checkpoint(proc, ckpt, before)
+            if kill == 0:  # the first image too: before it, there is no out.png to check yet
+                _wait_for_new_checkpoint(proc, tmp_path / "out.png", None)
             time.sleep(rng.uniform(0.0, 0.25))
         finally:
             proc.kill()
             proc.communicate()
         assert proc.returncode == -signal.SIGKILL
-        iteration = _check_files(tmp_path, template, iteration)
+        iteration, shown = _check_files(tmp_path, template, (iteration, shown))
         strays = set(tmp_path.glob(".*.tmp"))
         assert not strays & strays_before and len(strays) <= 1, strays
         if kill == 0:
