@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,18 @@ def test_vmap_over_style_weight_matches_loop(random_params):
         np.testing.assert_allclose(batched_grad, looped_grad, rtol=1e-4,
                                    atol=1e-5 * float(jnp.max(jnp.abs(looped_grad))))
     assert batched[0] < batched[1] < batched[2]
+
+
+def test_no_private_names_of_dependencies():
+    """Nothing imported or reached from a private module or name of jax, flax, optax or
+    jaxopt (``jax._src``, ``jaxopt._src``, ``optax._src``, ...): their internals change
+    without notice."""
+    pattern = re.compile(r"\b(?:jax|jaxopt|optax|flax)(?:\.\w+)*\._\w")
+    package = Path(nst_jax.__file__).parent
+    offenders = [f"{path.relative_to(package)}:{number}: {line.strip()}"
+                 for path in sorted(package.rglob("*.py"))
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if pattern.search(line.split("#")[0])]
+    assert offenders == []
+    assert pattern.search("from jaxopt._src.lbfgsb import x")  # the pattern itself works
+    assert pattern.search("optax._src.base.GradientTransformation")
