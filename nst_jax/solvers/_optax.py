@@ -38,9 +38,16 @@ class OptaxState(NamedTuple):
     evaluations: jax.Array
 
 
-def _start(transform, value_and_grad, u, args) -> OptaxState:
-    (value, aux), grad = value_and_grad(u, *args)
-    return OptaxState(u, transform.init(u), grad, value, aux, jnp.ones((), jnp.int32))
+def _initializer(transform, value_and_grad, low, high):
+    """``init(x0, *args)`` of both solvers: x0 clipped into the box, with its value, aux and
+    gradient and optax's initial state."""
+
+    def init(x0, *args) -> OptaxState:
+        u = jnp.clip(jnp.asarray(x0, jnp.float32), low, high)
+        (value, aux), grad = value_and_grad(u, *args)
+        return OptaxState(u, transform.init(u), grad, value, aux, jnp.ones((), jnp.int32))
+
+    return init
 
 
 def optax_lbfgs(fun, *, bounds: tuple[float, float] = (0.0, 255.0),
@@ -55,9 +62,7 @@ def optax_lbfgs(fun, *, bounds: tuple[float, float] = (0.0, 255.0),
     unbounded = reflected(fun, low, high)
     value_and_grad = jax.value_and_grad(unbounded, has_aux=True)
 
-    def init(x0, *args) -> OptaxState:
-        return _start(transform, value_and_grad, jnp.clip(jnp.asarray(x0, jnp.float32), low,
-                                                          high), args)
+    init = _initializer(transform, value_and_grad, low, high)
 
     def update(x, state: OptaxState, *args):
         del x
@@ -87,9 +92,7 @@ def adam(fun, *, bounds: tuple[float, float] = (0.0, 255.0), learning_rate: floa
     transform = optax.adam(learning_rate)
     value_and_grad = jax.value_and_grad(fun, has_aux=True)
 
-    def init(x0, *args) -> OptaxState:
-        return _start(transform, value_and_grad, jnp.clip(jnp.asarray(x0, jnp.float32), low,
-                                                          high), args)
+    init = _initializer(transform, value_and_grad, low, high)
 
     def update(x, state: OptaxState, *args):
         del x
