@@ -3,6 +3,7 @@ that must not or cannot be written, and never lets an output replace an input.""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 import nst_jax._files as files_module
 from nst_jax import NstError, WeightsError
-from nst_jax._files import check_output
+from nst_jax._files import check_output, file_digest
 
 
 def _existing(tmp_path):
@@ -96,3 +97,10 @@ def test_check_output_passes(tmp_path, monkeypatch):
     assert check_output("log.json", overwrite=False, sources=["in.h5"]) == Path("log.json")
     assert sorted(os.listdir(tmp_path)) == ["exists.png", "in.h5"]  # no probe left behind
     assert existing.read_bytes() == b"x"
+
+
+def test_file_digest_is_hashlibs_digest_of_the_bytes(tmp_path):
+    data = bytes(range(256)) * 5000  # over 1 MiB: more than one read
+    (tmp_path / "f").write_bytes(data)
+    assert file_digest(tmp_path / "f", "sha256") == hashlib.sha256(data).hexdigest()
+    assert file_digest(tmp_path / "f") == hashlib.md5(data).hexdigest()

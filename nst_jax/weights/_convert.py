@@ -255,11 +255,9 @@ def convert_weights(src: str | os.PathLike, dst: str | os.PathLike, *,
         conversion = params_from_matconvnet(layers, average, source=str(src), sha256=digest,
                                             preprocessing=preprocessing)
     attrs = {**conversion.attrs, "converted_from": src.name, "source_sha256": digest}
-    try:
-        save_vgg19_params(dst, conversion.params, preprocessing=conversion.preprocessing,
-                          attrs=attrs)
-    except OSError as err:
-        raise WeightsError(f"{dst}: cannot write ({err})") from None
+    # save_vgg19_params reports its own write errors (WeightsError naming the file).
+    save_vgg19_params(dst, conversion.params, preprocessing=conversion.preprocessing,
+                      attrs=attrs)
     return conversion._replace(attrs=attrs)
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import WeightsError
-from .._files import PENDING, check_folder_writable, publish
+from .._files import atomic_file, check_folder_writable
 from ._paths import ENV_VAR, FILENAME, cache_dir
 
 #: Where Keras itself downloads the file (keras/src/applications/vgg19.py), then a mirror.
@@ -81,32 +80,25 @@ def download_weights(
 
 
 def _fetch(url, dest: Path, *, size, md5, progress, timeout) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    PENDING.add(tmp)  # a forced exit (second Ctrl-C) removes it too
-    try:
-        digest = hashlib.md5()
-        done = 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or size)
-            if total != size:
-                raise ValueError(f"server announces {total} bytes, expected {size}")
-            # read1: whatever has arrived (up to 64 KiB), so ``progress`` runs often even from a
-            # slow server; an exception it raises (an interrupt) stops the download there.
-            while block := response.read1(1 << 16):
-                out.write(block)
-                digest.update(block)
-                done += len(block)
-                if done > size:
-                    raise ValueError(f"more than the expected {size} bytes")
-                if progress is not None:
-                    progress(done, size)
-            out.flush()
-            os.fsync(out.fileno())
+    digest = hashlib.md5()
+    done = 0
+    # atomic_file: a temporary file renamed over dest only once every check below has passed,
+    # removed on any error or interrupt (and by a forced exit: it is registered in PENDING).
+    with atomic_file(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        total = int(response.headers.get("Content-Length") or size)
+        if total != size:
+            raise ValueError(f"server announces {total} bytes, expected {size}")
+        # read1: whatever has arrived (up to 64 KiB), so ``progress`` runs often even from a
+        # slow server; an exception it raises (an interrupt) stops the download there.
+        while block := response.read1(1 << 16):
+            out.write(block)
+            digest.update(block)
+            done += len(block)
+            if done > size:
+                raise ValueError(f"more than the expected {size} bytes")
+            if progress is not None:
+                progress(done, size)
         if done != size:
             raise ValueError(f"connection ended after {done} of {size} bytes")
         if digest.hexdigest() != md5:
             raise ValueError(f"MD5 {digest.hexdigest()} does not match {md5}")
-        publish(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        PENDING.discard(tmp)

@@ -77,12 +77,11 @@ def load_preprocessing(path: str | os.PathLike) -> Preprocessing:
     """The input convention a weights file expects, from its root attributes
     (``channel_order``, ``input_scale``, ``mean``, ``std``); :data:`CAFFE` when it has none,
     as the Keras release. Raises :class:`WeightsError` for a partial or invalid record."""
-    path = Path(path)
-    try:
-        with h5py.File(path, "r") as handle:
-            attrs = dict(handle.attrs)
-    except (OSError, ValueError) as err:
-        raise WeightsError(f"{path}: cannot read HDF5 attributes ({err})") from None
+    return preprocessing_from(read_attributes(path), path)
+
+
+def preprocessing_from(attrs: dict[str, Any], path: str | os.PathLike) -> Preprocessing:
+    """:func:`load_preprocessing` from the attributes :func:`read_attributes` returned."""
     present = [name for name in PREPROCESSING_ATTRS if name in attrs]
     if not present:
         return CAFFE

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import NstError, WeightsError
+from .._errors import NstError
 from .._files import check_output
 from .._model import CONV_SPECS, KERAS_LAYERS, LAYERS, extract_features, min_image_side
 from .._preprocessing import CAFFE, Preprocessing, preprocess
@@ -231,10 +231,8 @@ def normalize_weights_file(
         "normalization_images": f"{len(images)} image{'s' * (len(images) != 1)} at {size} px",
         "normalization_pooling": pooling,
     }
-    try:
-        save_vgg19_params(dst, new_params, preprocessing=preprocessing, attrs=attrs)
-    except OSError as err:
-        raise WeightsError(f"{dst}: cannot write the weights file ({err})") from None
+    # save_vgg19_params reports its own write errors (WeightsError naming the file).
+    save_vgg19_params(dst, new_params, preprocessing=preprocessing, attrs=attrs)
     layers = {}
     for name, mean in means.items():
         live = mean[mean > 0]

