@@ -58,11 +58,6 @@ def canonical_layer(name: str) -> str:
     )
 
 
-def keras_layer(name: str) -> str:
-    """Return the Keras / HDF5 name (``blockB_convI``) of a layer."""
-    return KERAS_LAYERS[LAYERS.index(canonical_layer(name))]
-
-
 def min_image_side(layers: Sequence[str]) -> int:
     """Smallest image side (px) that still gives every requested layer at least one position:
     2^(B-1) for the deepest block B (each pooling halves the size)."""
@@ -139,15 +134,19 @@ def with_backward_kernels(variables, layers: Sequence[str] = LAYERS):
     every call (XLA:CPU re-lays out all the kernels each loss+gradient evaluation); computed
     once per run here, it is an argument like the kernel (docs/benchmarks/speed.md). Values
     and gradients are unchanged (the same convolutions); forward-mode differentiation
-    (``jax.jvp``) of the network is not available with these variables. Idempotent; a no-op
-    for variables without ``"params"``.
+    (``jax.jvp``) of the network is not available with these variables. Adds only kernels
+    that are missing (the same variables back when none is); a no-op for variables without
+    ``"params"``.
     """
-    if not isinstance(variables, Mapping) or "params" not in variables or BACKWARD in variables:
+    if not isinstance(variables, Mapping) or "params" not in variables:
         return variables
     deepest = max(LAYERS.index(canonical_layer(name)) for name in layers)
-    convs = variables["params"]
-    backward = {name: {"kernel": backward_kernel(jnp.asarray(convs[name]["kernel"]))}
-                for name in KERAS_LAYERS[: deepest + 1] if name in convs}
+    convs, done = variables["params"], variables.get(BACKWARD, {})
+    missing = [name for name in KERAS_LAYERS[: deepest + 1] if name in convs and name not in done]
+    if not missing:
+        return variables
+    backward = {**done, **{name: {"kernel": backward_kernel(jnp.asarray(convs[name]["kernel"]))}
+                           for name in missing}}
     return {**variables, BACKWARD: backward}
 
 

@@ -14,10 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-#: ImageNet mean of the Caffe VGG weights, BGR order, 0-255 scale.
-CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
-
-
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
     """How RGB 0-255 pixels become network input: ``x = (order(rgb) * scale / 255 - mean) / std``.

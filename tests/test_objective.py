@@ -266,6 +266,10 @@ def test_with_weights_adds_the_backward_kernels_of_the_layers_read(random_params
     shallow = StyleConfig(content_layers=("conv2_1",), style_layers=("conv1_1", "conv2_1"))
     _, params = with_weights(shallow, random_params)
     assert sorted(params["backward"]) == ["block1_conv1", "block1_conv2", "block2_conv1"]
+    # Deeper layers later: only the missing kernels are added, the others kept as they are.
+    _, deeper = with_weights(StyleConfig(), params)
+    assert sorted(deeper["backward"]) == sorted(KERAS_LAYERS[:13])
+    assert deeper["backward"]["block1_conv1"] is params["backward"]["block1_conv1"]
 
 
 # ------------------------------------------------------------ several styles: blends and masks

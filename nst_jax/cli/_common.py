@@ -46,7 +46,7 @@ def apply_preset(args) -> None:
                 values[key] = value
                 if getattr(args, key, None) is None and value != default:
                     changed[key] = value
-            elif key not in ("patience",):
+            else:
                 args.preset_config[key] = value
                 if value != objective.get(key, DEFAULTS.get(key)):
                     changed[key] = value
@@ -120,7 +120,7 @@ class Prepared(NamedTuple):
     solver: Any  # SolverConfig
     content: Any  # (H, W, 3) float32 RGB 0-255, resized
     styles: list  # style images, resized
-    weights: Any  # VGGWeights
+    weights: Any  # VGGWeights, params with their input-gradient kernels
     record: dict[str, Any]  # which weights: stored in every output
     settings: dict[str, Any]  # the command line's settings: stored in every output
 
@@ -169,7 +169,10 @@ def prepare(args, styles: list[Path], scales: Sequence[float] | None = None,
         raise NstError(f"--preset {args.preset} needs Caffe-convention (BGR 0-255) weights, but "
                        f"{weights.source.get('path')} expects "
                        f"{weights.preprocessing.channel_order} input")
-    config, _ = with_weights(config, weights)
+    # Once per command: the params with their input-gradient kernels, which every run below
+    # then uses as they are (with_weights skips work already done).
+    config, params = with_weights(config, weights)
+    weights = weights._replace(params=params)
     record = {**weights.source, "preprocessing": weights.preprocessing.as_dict()}
     settings = {k: (str(v) if isinstance(v, Path) else
                     [str(x) for x in v] if isinstance(v, list) and v and isinstance(v[0], Path)

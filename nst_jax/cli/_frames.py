@@ -4,6 +4,7 @@ warm-started from the previous result; ``--skip-existing`` continues an interrup
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from .._errors import NstError
 from .._files import same_file
@@ -28,6 +29,12 @@ def command(args) -> int:
         raise NstError(f"{outdir}: exists and is not a folder")
     if same_file(outdir, args.frames):
         raise NstError(f"{outdir}: the output folder must differ from the frames folder")
+    by_stem: dict[str, Path] = {}
+    for path in paths:  # a.jpg and a.png would both be written to a.png
+        if path.stem in by_stem:
+            raise NstError(f"{by_stem[path.stem]} and {path}: both frames would be written to "
+                           f"{outdir / (path.stem + '.png')}; rename one")
+        by_stem[path.stem] = path
     outputs = [outdir / f"{p.stem}.png" for p in paths]
     done = [out.exists() for out in outputs]
     if any(done) and not (args.overwrite or args.skip_existing):

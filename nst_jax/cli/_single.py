@@ -57,8 +57,11 @@ def run_single(args, content, styles, run, finish, prepared, specs) -> int:
             raise NstError(f"{checkpoint}: the checkpoint belongs to a different run: "
                            f"{'; '.join(differences)}. Resume with the original inputs and "
                            "settings, or pass --overwrite without --resume to start again")
+    # Chunks must end on multiples of both --save-every and --checkpoint-every; the same chunk
+    # size in both calls below, so the run's step is compiled once.
+    every = math.gcd(*[n for n in (args.save_every, args.checkpoint_every) if n]) or None
     try:
-        first = stylize(content, styles, **run, iterations=0)
+        first = stylize(content, styles, **run, iterations=0, save_every=every)
         _signals.check()
     except _signals.Interrupted as interrupt:
         say(f"{PROG}: interrupted ({interrupt}) before the first iteration; nothing was written")
@@ -103,8 +106,6 @@ def run_single(args, content, styles, run, finish, prepared, specs) -> int:
                 **meta, "iteration": iteration, "checkpoint": str(checkpoint)})
         return False
 
-    # Chunks must end on multiples of both --save-every and --checkpoint-every.
-    every = math.gcd(*[n for n in (args.save_every, args.checkpoint_every) if n]) or None
     try:
         result = stylize(content, styles, **run, iterations=args.iterations, state=state,
                          targets=first.targets, callback=callback, save_every=every)

@@ -76,7 +76,7 @@ def scale_sizes(args) -> list[int] | None:
     return sizes
 
 
-def check_outputs(args) -> list[Path]:
+def check_outputs(args) -> None:
     """Every file this run will write, checked before any compute.
 
     Sets ``args.checkpoint`` to the default ``OUT.ckpt.npz`` when checkpointing is on. With
@@ -117,7 +117,6 @@ def check_outputs(args) -> list[Path]:
         existing = sorted(args.output.parent.glob(f"{args.output.stem}_[0-9]*{args.output.suffix}"))
         if existing:
             raise ImageError(f"{existing[0]}: intermediate image exists; pass --overwrite")
-    return outputs
 
 
 def command(args) -> int:
@@ -181,6 +180,7 @@ def command(args) -> int:
 def _multiscale(args, content, styles, run, sizes, finish, prepared) -> int:
     import numpy as np
 
+    from ..images import save_image
     from ..run import stylize_multiscale
     from ..run._multiscale import _resize
 
@@ -197,7 +197,7 @@ def _multiscale(args, content, styles, run, sizes, finish, prepared) -> int:
             "iterations")
 
     def callback(state, records):
-        latest["image"] = np.asarray(state.best_image)
+        latest["state"] = state  # copied to the host only if it is needed (an interrupt)
         bars[-1].update(int(state.iteration), float(state.loss), np.asarray(state.terms),
                         int(state.evaluations))
         return _signals.requested() is not None
@@ -211,10 +211,8 @@ def _multiscale(args, content, styles, run, sizes, finish, prepared) -> int:
         for bar in bars:
             bar.close()
         kept = "nothing was written"
-        if "image" in latest:
-            image = finish(_resize(latest["image"], content.shape[:2]))
-            from ..images import save_image
-
+        if "state" in latest:
+            image = finish(_resize(np.asarray(latest["state"].best_image), content.shape[:2]))
             save_image(args.output, image, metadata={**meta, "status": "interrupted",
                                                      "scale": len(bars)})
             kept = f"saved its best image so far (upsampled) to {args.output}"
@@ -227,8 +225,6 @@ def _multiscale(args, content, styles, run, sizes, finish, prepared) -> int:
                "status": result.scales[-1].status,
                "loss": float(result.scales[-1].history["loss"][-1]),
                "compile_seconds": round(sum(r.compile_seconds for r in result.scales), 3)}
-    from ..images import save_image
-
     save_image(args.output, finish(result.image), metadata={**meta, **summary})
     if args.log is not None:
         write_json(args.log, {

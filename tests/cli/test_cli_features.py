@@ -192,6 +192,22 @@ def test_frames_continue_with_skip_existing(tmp_path, weights, capsys):
     assert np.abs(pixels(out / "f2.png") - first).mean() < 2.0
 
 
+def test_frames_that_would_share_an_output_are_refused(tmp_path, weights, capsys):
+    """f0.jpg and f0.png would both be written to f0.png: refused before any compute."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    photo = load_image(DATA / "chelsea.png").astype(np.uint8)
+    Image.fromarray(photo).save(frames / "f0.png")
+    Image.fromarray(photo).save(frames / "f0.jpg")
+    out = tmp_path / "out"
+    args = ["stylize-frames", str(frames), str(DATA / "starry_night.png"), "-o", str(out),
+            "--weights", weights, "--iterations", "1", *FAST]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "f0.jpg" in err and "f0.png" in err and "rename one" in err
+    assert not out.exists()
+
+
 def test_weights_normalize_command(tmp_path, weights, capsys):
     dst = tmp_path / "normalized.h5"
     args = ["weights", "normalize", weights, "-o", str(dst), "--images",
