@@ -56,7 +56,9 @@ def gram_matrix(f: jax.Array) -> jax.Array:
     return _flat_gram(f.reshape(-1, f.shape[-1])).astype(jnp.float32)
 
 
-NORMS = ("gatys", "mean")
+NORMS = ("gatys", "mean", "relative")
+#: Keeps the relative norms finite for an all-zero target (a blank image's features).
+_TINY = 1e-30
 
 
 def _check_norm(norm: str) -> None:
@@ -65,9 +67,11 @@ def _check_norm(norm: str) -> None:
 
 
 def content_loss(x: jax.Array, p: jax.Array, *, norm: str = "gatys") -> jax.Array:
-    """``L_c = 1/2 * sum_ij (X_ij - P_ij)^2`` (Gatys Eq. 1; ``norm="gatys"``), or the mean
+    """``L_c = 1/2 * sum_ij (X_ij - P_ij)^2`` (Gatys Eq. 1; ``norm="gatys"``), the mean
     squared difference ``1/(H W C) * sum (X - P)^2`` (``norm="mean"``: neural-style's
-    ``nn.MSECriterion``, the PyTorch tutorial's ``F.mse_loss``).
+    ``nn.MSECriterion``, the PyTorch tutorial's ``F.mse_loss``), or the squared relative error
+    ``sum (X - P)^2 / sum P^2`` (``norm="relative"``: dimensionless, the same for every image
+    size and network scale).
 
     Args:
         x: (H, W, C) features of the generated image.
@@ -80,6 +84,8 @@ def content_loss(x: jax.Array, p: jax.Array, *, norm: str = "gatys") -> jax.Arra
         raise ValueError(f"content_loss: shapes differ, {x.shape} vs {p.shape}")
     if norm == "mean":
         return jnp.mean(jnp.square(x - p))
+    if norm == "relative":
+        return jnp.sum(jnp.square(x - p)) / jnp.maximum(jnp.sum(jnp.square(p)), _TINY)
     return 0.5 * jnp.sum(jnp.square(x - p))
 
 
@@ -102,8 +108,9 @@ def style_target(f: jax.Array) -> jax.Array:
 
 def style_error(x: jax.Array, target: jax.Array, *, norm: str = "gatys") -> jax.Array:
     """Style error of one layer against a per-position target ``A_hat`` (:func:`style_target`):
-    ``E_l = c * sum_ij (G_ij / M - A_hat_ij)^2``, c = 1/(4 N^2) (``"gatys"``) or 1/N^4
-    (``"mean"``).
+    ``E_l = c * sum_ij (G_ij / M - A_hat_ij)^2``, c = 1/(4 N^2) (``"gatys"``), 1/N^4
+    (``"mean"``) or ``1 / sum_ij A_hat_ij^2`` (``"relative"``: the squared relative Frobenius
+    error ``|G/M - A_hat|^2 / |A_hat|^2``, each layer against its own scale).
 
     With ``A_hat = A / M`` (a style image of the output's size) this is Gatys Eq. 4,
     ``1/(4 N^2 M^2) sum (G - A)^2``. ``"mean"`` is the mean squared error of Grams divided by
@@ -120,9 +127,19 @@ def style_error(x: jax.Array, target: jax.Array, *, norm: str = "gatys") -> jax.
     target = jnp.asarray(target)
     if target.shape != (n, n):
         raise ValueError(f"style_error: target shape {target.shape} does not match {n} channels")
-    diff = gram_matrix(x) / (x.shape[0] * x.shape[1]) - target.astype(jnp.float32)
-    # Divide before squaring: (G/M - A/M') / N keeps float32 far from overflow.
-    scaled = jnp.sum(jnp.square(diff / n))
+    target = target.astype(jnp.float32)
+    diff = gram_matrix(x) / (x.shape[0] * x.shape[1]) - target
+    return _normalized(diff, target, n, norm)
+
+
+def _normalized(diff: jax.Array, target: jax.Array, n: int, norm: str) -> jax.Array:
+    """``c * sum(diff^2)`` over the last two axes with the constant c of ``norm``
+    (:func:`style_error`); ``target`` holds the (..., N, N) targets the diffs are taken to."""
+    # Divide before squaring: (G/M - A/M') / N (or / |A|) keeps float32 far from overflow.
+    if norm == "relative":
+        scale = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(target), axis=(-2, -1)), _TINY))
+        return jnp.sum(jnp.square(diff / scale[..., None, None]), axis=(-2, -1))
+    scaled = jnp.sum(jnp.square(diff / n), axis=(-2, -1))
     return 0.25 * scaled if norm == "gatys" else scaled / (n * n)
 
 
@@ -153,10 +170,9 @@ def style_layer_loss(
     a_gram = a_gram.astype(jnp.float32)
     if a_positions is not None and a_positions != m:
         a_gram = a_gram * (m / a_positions)
-    # (G - A) before any division: G == A gives exactly 0. Dividing before squaring,
-    # (G - A) / (N M), keeps float32 far from overflow at large M.
-    scaled = jnp.sum(jnp.square((gram_matrix(x) - a_gram) / (n * m)))
-    return 0.25 * scaled if norm == "gatys" else scaled / (n * n)
+    # (G - A) before any division: G == A gives exactly 0. Dividing by M before squaring
+    # keeps float32 far from overflow at large M.
+    return _normalized((gram_matrix(x) - a_gram) / m, a_gram / m, n, norm)
 
 
 def guided_gram(f: jax.Array, masks: jax.Array) -> jax.Array:
@@ -194,9 +210,8 @@ def guided_style_error(x: jax.Array, a_hats: jax.Array, masks: jax.Array, *,
     """
     _check_norm(norm)
     n = x.shape[-1]
-    diff = (guided_gram(x, masks) - a_hats) / n
-    per_region = jnp.sum(jnp.square(diff), axis=(1, 2))
-    per_region = 0.25 * per_region if norm == "gatys" else per_region / (n * n)
+    a_hats = jnp.asarray(a_hats, jnp.float32)
+    per_region = _normalized(guided_gram(x, masks) - a_hats, a_hats, n, norm)
     return jnp.sum(jnp.mean(jnp.asarray(masks, jnp.float32), axis=(1, 2)) * per_region)
 
 

@@ -39,12 +39,15 @@ from ._preprocessing import CAFFE, Preprocessing, preprocess
 DEFAULT_CONTENT_LAYERS = ("conv4_2",)
 DEFAULT_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 TERMS = ("content", "style", "tv")
-#: Default alpha, beta and gamma, chosen on the pretrained VGG-19 (docs/benchmarks/quality.md).
-#: Alpha and gamma are the values for an image of ``REFERENCE_PIXELS`` pixels
-#: (:func:`content_weight_for`, :func:`tv_weight_for`); beta weighs a per-position loss.
+#: Default loss conventions: every term is a squared relative error, so each style layer is
+#: weighed against its own scale (docs/design.md, "The default objective").
+DEFAULT_NORM = "relative"
+#: Default alpha, beta and gamma, chosen on the pretrained VGG-19 at 512 px
+#: (docs/benchmarks/quality.md). Gamma is the value for an image of ``REFERENCE_PIXELS``
+#: pixels (:func:`tv_weight_for`); alpha and beta weigh dimensionless relative errors.
 DEFAULT_CONTENT_WEIGHT = 1.0
-DEFAULT_STYLE_WEIGHT = 100.0
-DEFAULT_TV_WEIGHT = 200.0
+DEFAULT_STYLE_WEIGHT = 10.0
+DEFAULT_TV_WEIGHT = 1e-9
 REFERENCE_PIXELS = 128 * 128
 #: StyleConfig fields that configured the optimizer before ``nst_jax.solvers`` existed.
 SOLVER_FIELDS = ("optimizer", "history_size", "linesearch", "learning_rate", "subspace",
@@ -63,8 +66,12 @@ class StyleConfig:
       their normalized VGG.
     * ``layer_output="relu"``: layers are the ReLU outputs (Caffe's ``reluB_I``, Gatys);
       ``"conv"`` taps the convolutions before the ReLU (the PyTorch tutorial).
-    * ``content_norm="gatys"``, ``style_norm="gatys"``: Gatys Eqs. 1 and 4; ``"mean"`` are the
-      mean-squared-error conventions of neural-style and the PyTorch tutorial (see
+    * ``content_norm="relative"``, ``style_norm="relative"``: each term is a squared relative
+      error, ``|X - P|^2 / |P|^2`` and per layer ``|G/M - A_hat|^2 / |A_hat|^2``, so every
+      style layer counts against its own scale (on the pretrained VGG-19 the Gatys constants
+      1/(4 N_l^2) let conv4_1 outweigh conv1_1 by ~1e5 and the painting's colours never
+      arrive). ``"gatys"`` are Gatys Eqs. 1 and 4; ``"mean"`` the mean-squared-error
+      conventions of neural-style and the PyTorch tutorial (see
       :func:`~nst_jax.content_loss`, :func:`~nst_jax.style_error`).
     * ``tv_form="squared"``; ``"neural-style"`` is that implementation's TV (see
       :func:`~nst_jax.total_variation`).
@@ -88,8 +95,8 @@ class StyleConfig:
     dtype: str = "float32"
     remat: bool = False
     layer_output: str = "relu"
-    content_norm: str = "gatys"
-    style_norm: str = "gatys"
+    content_norm: str = DEFAULT_NORM
+    style_norm: str = DEFAULT_NORM
     tv_form: str = "squared"
     preprocessing: Preprocessing | None = None
     optimizer: str | None = None
@@ -143,16 +150,18 @@ class StyleConfig:
                 if getattr(self, name) is not None}
 
 
-def content_weight_for(shape: tuple[int, ...], per_reference: float = DEFAULT_CONTENT_WEIGHT
-                       ) -> float:
-    """The default alpha for an (H, W, ...) image: ``per_reference * REFERENCE_PIXELS / (H W)``.
+def content_weight_for(shape: tuple[int, ...], per_reference: float = DEFAULT_CONTENT_WEIGHT,
+                       *, norm: str = DEFAULT_NORM) -> float:
+    """The default alpha for an (H, W, ...) image and a content ``norm``.
 
-    The content loss (Gatys Eq. 1) sums over the feature map's positions while each style
-    layer's loss (Eq. 4) is per position, so with one fixed alpha a larger image gets more
-    content and less style (measured on the pretrained VGG-19 at 150 iterations: style
-    distance 0.006 at 128 px, 0.027 at 256 px). Scaling alpha with 1/(H W) keeps the balance
-    of the default objective the same at every size; a weight the caller gives is used as is.
+    ``"relative"`` and ``"mean"`` content losses do not grow with the image: alpha =
+    ``per_reference``. The ``"gatys"`` loss (Eq. 1) sums over the feature map's positions
+    while each style layer's loss is per position, so with one fixed alpha a larger image
+    gets more content and less style; for it alpha = ``per_reference * REFERENCE_PIXELS /
+    (H W)`` keeps the balance the same at every size. A weight the caller gives is used as is.
     """
+    if norm != "gatys":
+        return per_reference
     return per_reference * REFERENCE_PIXELS / (shape[0] * shape[1])
 
 
@@ -160,8 +169,19 @@ def tv_weight_for(shape: tuple[int, ...], per_reference: float = DEFAULT_TV_WEIG
     """The default gamma for an (H, W, ...) image, ``per_reference * REFERENCE_PIXELS / (H W)``:
     total variation is a sum over pixels, like the content loss (see :func:`content_weight_for`).
     The default smooths the pixel-scale colour speckle of Gatys outputs on the pretrained
-    VGG-19 without blurring the strokes (docs/benchmarks/quality.md)."""
+    VGG-19 without blurring the strokes (docs/benchmarks/quality.md); it is meant for the
+    default, relative, content and style losses."""
     return per_reference * REFERENCE_PIXELS / (shape[0] * shape[1])
+
+
+def default_weights(config: StyleConfig, shape: tuple[int, ...], *, content=None, tv=None
+                    ) -> tuple[float, float]:
+    """``(alpha, gamma)`` of a run on an (H, W, ...) image: the given values, or for None the
+    defaults :func:`content_weight_for` (for ``config.content_norm``) and
+    :func:`tv_weight_for`. The one place :func:`~nst_jax.stylize`, batches and sweeps take
+    them from."""
+    return (content_weight_for(shape, norm=config.content_norm) if content is None else content,
+            tv_weight_for(shape) if tv is None else tv)
 
 
 class LossWeights(NamedTuple):

@@ -22,21 +22,28 @@ Only ``numpy``, ``jax``, ``PIL`` and the public ``nst_jax`` feature extractor ar
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
+
+from ._sheet import _image, contact_sheet
 
 __all__ = [
+    "COLOUR_DIRECTIONS",
     "DEFAULT_STYLE_LAYERS",
     "GRID_EPS",
     "GRID_LEVELS",
+    "PairScorer",
     "StyleScorer",
     "block_grid",
     "change",
+    "colour_distance",
     "contact_sheet",
     "grid",
+    "layer_figures",
     "saturation",
     "score",
     "style_distance",
@@ -54,18 +61,6 @@ GRID_EPS = 0.01
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def _image(x: Any, name: str = "image") -> np.ndarray:
-    """As float64 (H, W, 3); grey (H, W) or (H, W, 1) is repeated over three channels."""
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim != 3 or a.shape[-1] not in (1, 3) or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"{name}: expected an (H, W, 3) RGB image, got shape {np.shape(x)}")
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    return a
 
 
 def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -203,6 +198,125 @@ def style_distance(output: Any, photo: Any, style: Any, *, params: Any,
 
 
 # --------------------------------------------------------------------------------------------
+# per-layer figures: each layer, the colours and the content against their own scale
+
+#: Directions of :func:`colour_distance`: 64 unit vectors in RGB space, fixed (seed 0).
+COLOUR_DIRECTIONS: np.ndarray = (lambda d: d / np.linalg.norm(d, axis=1, keepdims=True))(
+    np.random.default_rng(0).standard_normal((64, 3)))
+
+
+def _wasserstein1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact W1 between the empirical distributions of the columns of a (n, D) and b (m, D),
+    per column (D,): ``integral_0^1 |Q_a(u) - Q_b(u)| du`` with Q the quantile functions, step
+    functions that change only at u = i/n and u = j/m (the same breaks for every column)."""
+    a, b = np.sort(a, axis=0), np.sort(b, axis=0)
+    n, m = a.shape[0], b.shape[0]
+    breaks = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
+    width = np.diff(breaks, prepend=0.0)
+    middle = breaks - width / 2
+    rows_a = np.minimum((middle * n).astype(np.int64), n - 1)
+    rows_b = np.minimum((middle * m).astype(np.int64), m - 1)
+    return width @ np.abs(a[rows_a] - b[rows_b])
+
+
+def colour_distance(output: Any, painting: Any) -> float:
+    """Sliced Wasserstein-1 distance between the RGB distributions of two images, 0-255 units.
+
+    ``SW1 = mean_k W1(P_out . d_k, P_painting . d_k)`` over the 64 unit directions d_k of
+    :data:`COLOUR_DIRECTIONS`, where ``P . d`` are the pixels' projections and W1 the exact
+    1-D Wasserstein distance of their empirical distributions (the images may differ in size).
+    0 = the same colour distribution; a uniform shift of every channel by c gives
+    ``c * mean_k |d_k1 + d_k2 + d_k3|``.
+    """
+    out = _image(output, "output").reshape(-1, 3)
+    ref = _image(painting, "painting").reshape(-1, 3)
+    return float(np.mean(_wasserstein1(out @ COLOUR_DIRECTIONS.T, ref @ COLOUR_DIRECTIONS.T)))
+
+
+def _side(image: np.ndarray, side: int) -> np.ndarray:
+    """Resized (Lanczos) so that its longest side is ``side``, aspect kept."""
+    h, w = image.shape[:2]
+    scale = side / max(h, w)
+    return _resize(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+
+
+class PairScorer:
+    """The per-layer figures of outputs of one photo/painting pair, each against its own scale.
+
+    For an output x (any size; the photo is resized to it, the painting scaled so that its
+    longest side is x's):
+
+    * ``gram_errors``: per style layer l, ``|G_l(x)/M_l - A_l/M'_l|_F / |A_l/M'_l|_F``, the
+      relative Frobenius error of the per-position Gram (G_l = F^T F of the (M_l, N_l) ReLU
+      activations, A_l the painting's): 0 = the painting's statistics, ~1 and above = none.
+    * ``colour``: :func:`colour_distance` of x and the painting (0-255 units).
+    * ``content``: ``mean (F(x) - F(photo))^2 / mean (F(painting) - F(photo))^2`` at
+      ``content_layer`` (conv4_2), the painting resized to x's shape: 0 = the photo's
+      content, 1 = as far from it as the painting is (0 or inf when the painting is the
+      photo).
+
+    Args:
+        photo, painting: (H, W, 3) RGB 0-255.
+        params: VGG-19 variables; ``preprocessing`` their input convention (None: CAFFE).
+    """
+
+    def __init__(self, photo: Any, painting: Any, *, params: Any,
+                 layers: Sequence[str] = DEFAULT_STYLE_LAYERS, content_layer: str = "conv4_2",
+                 preprocessing: Any = None) -> None:
+        self.photo, self.painting = _image(photo, "photo"), _image(painting, "painting")
+        self.layers, self.content_layer = tuple(layers), content_layer
+        self.params, self.preprocessing = params, preprocessing
+        self._cache: dict[tuple, Any] = {}
+
+    def _features(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        from . import extract_features, preprocess  # the public API only
+
+        rgb = np.asarray(image, np.float32)
+        x = preprocess(rgb) if self.preprocessing is None else preprocess(rgb, self.preprocessing)
+        feats = extract_features(self.params, x, (*self.layers, self.content_layer))
+        return {name: np.asarray(f, np.float64) for name, f in feats.items()}
+
+    def _grams(self, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for name in self.layers:
+            flat = feats[name].reshape(-1, feats[name].shape[-1])
+            out[name] = flat.T @ flat / flat.shape[0]
+        return out
+
+    def _references(self, shape: tuple[int, ...]) -> tuple[dict, np.ndarray, float]:
+        """(painting Grams at this size, photo content features, painting's content MSE)."""
+        key = tuple(shape[:2])
+        if key not in self._cache:
+            painting_grams = self._grams(self._features(_side(self.painting, max(key))))
+            photo = self._features(_resize(self.photo, key))[self.content_layer]
+            painting = self._features(_resize(self.painting, key))[self.content_layer]
+            self._cache[key] = (painting_grams, photo, float(np.mean((painting - photo) ** 2)))
+        return self._cache[key]
+
+    def figures(self, output: Any) -> dict[str, Any]:
+        """``{"gram_errors": {layer: float}, "colour": float, "content": float}``."""
+        out = _image(output, "output")
+        painting_grams, photo_content, painting_mse = self._references(out.shape)
+        feats = self._features(out)
+        grams = self._grams(feats)
+        errors = {name: float(np.linalg.norm(grams[name] - painting_grams[name])
+                              / np.linalg.norm(painting_grams[name])) for name in self.layers}
+        moved = float(np.mean((feats[self.content_layer] - photo_content) ** 2))
+        content = moved / painting_mse if painting_mse else (0.0 if moved == 0 else math.inf)
+        scaled = _side(self.painting, max(out.shape[:2]))
+        return {"gram_errors": errors, "colour": colour_distance(out, scaled),
+                "content": content}
+
+
+def layer_figures(output: Any, photo: Any, painting: Any, *, params: Any,
+                  layers: Sequence[str] = DEFAULT_STYLE_LAYERS, content_layer: str = "conv4_2",
+                  preprocessing: Any = None) -> dict[str, Any]:
+    """:meth:`PairScorer.figures` of one output (build a :class:`PairScorer` to score many)."""
+    return PairScorer(photo, painting, params=params, layers=layers,
+                      content_layer=content_layer, preprocessing=preprocessing).figures(output)
+
+
+# --------------------------------------------------------------------------------------------
 # pixel figures
 
 
@@ -291,122 +405,3 @@ def score(output: Any, photo: Any, style: Any, *, params: Any = None,
         "grid": grid(output, photo),
         "saturation": saturation(output, margin=margin),
     }
-
-
-# --------------------------------------------------------------------------------------------
-# contact sheet
-
-
-def _font(size: int) -> Any:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _text_size(draw: ImageDraw.ImageDraw, text: str, font: Any) -> tuple[int, int]:
-    if not text:
-        return 0, 0
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    return right - left, bottom - top
-
-
-def _as_pil(image: Any) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    a = _image(image)
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
-
-
-def contact_sheet(rows: Sequence[Sequence[Any]], row_labels: Sequence[str] | None = None,
-                  column_labels: Sequence[str] | None = None, *,
-                  cell: tuple[int, int] | None = None, zoom: int = 1, gap: int = 6,
-                  font_size: int = 12,
-                  background: str | tuple[int, int, int] = "white",
-                  missing: str = "failed") -> Image.Image:
-    """A labelled grid of images: ``rows[r][c]`` in row r, column c.
-
-    Args:
-        rows: R sequences of images ((H, W, 3) RGB 0-255 arrays, grey (H, W) arrays, or PIL
-            images); sizes may differ. ``None`` draws an empty grey cell marked ``missing``
-            (e.g. a failed run). Rows may be shorter than the longest one.
-        row_labels: R strings, drawn left of each row (None: no label column).
-        column_labels: one string per column, drawn above it (None: no header row).
-        cell: (width, height) of every cell; images larger than it are shrunk to fit
-            (Lanczos, aspect kept), never enlarged. Default: the largest image width and height
-            (after ``zoom``), so nothing is resampled.
-        zoom: integer enlargement of every image first, nearest neighbour (each pixel becomes a
-            zoom x zoom square, so block artefacts of small outputs stay visible).
-        gap: pixels between cells and around the sheet.
-
-    Returns:
-        RGB image: each image is centred in its cell, pixels unchanged unless zoomed or shrunk.
-        Width = label column + C * (cell_w + gap) + gap; height = header + R * (cell_h + gap)
-        + gap.
-    """
-    rows = [list(r) for r in rows]
-    if not rows or not any(rows):
-        raise ValueError("contact_sheet: need at least one image")
-    n_cols = max(len(r) for r in rows)
-    if row_labels is not None and len(row_labels) != len(rows):
-        raise ValueError(f"contact_sheet: {len(rows)} rows but {len(row_labels)} row labels")
-    if column_labels is not None and len(column_labels) > n_cols:
-        raise ValueError(f"contact_sheet: {n_cols} columns but {len(column_labels)} labels")
-    zoom = int(zoom)
-    if zoom < 1:
-        raise ValueError(f"contact_sheet: zoom must be a positive integer, got {zoom}")
-    pictures = [[None if im is None else _as_pil(im) for im in r] for r in rows]
-    if zoom > 1:
-        pictures = [[None if p is None else p.resize((p.width * zoom, p.height * zoom),
-                                                     Image.NEAREST) for p in r]
-                    for r in pictures]
-    if cell is None:
-        sizes = [p.size for r in pictures for p in r if p is not None] or [(64, 64)]
-        cell = (max(s[0] for s in sizes), max(s[1] for s in sizes))
-    cell_w, cell_h = int(cell[0]), int(cell[1])
-
-    font = _font(font_size)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    line_h = _text_size(probe, "Ag", font)[1] + 4
-    label_w = 0
-    if row_labels is not None:
-        label_w = max(_text_size(probe, str(t), font)[0] for t in row_labels) + gap
-    header_h = line_h + gap if column_labels is not None else 0
-
-    width = label_w + n_cols * (cell_w + gap) + gap
-    height = header_h + len(rows) * (cell_h + gap) + gap
-    sheet = Image.new("RGB", (width, height), background)
-    draw = ImageDraw.Draw(sheet)
-    text_colour = (0, 0, 0)
-
-    def x0(c: int) -> int:
-        return label_w + gap + c * (cell_w + gap)
-
-    def y0(r: int) -> int:
-        return header_h + gap + r * (cell_h + gap)
-
-    for c, text in enumerate(column_labels or []):
-        tw, _ = _text_size(draw, str(text), font)
-        draw.text((x0(c) + max(0, (cell_w - tw) // 2), gap), str(text), fill=text_colour,
-                  font=font)
-    for r, row in enumerate(pictures):
-        if row_labels is not None:
-            th = _text_size(draw, str(row_labels[r]), font)[1]
-            draw.text((gap, y0(r) + (cell_h - th) // 2), str(row_labels[r]), fill=text_colour,
-                      font=font)
-        for c, pic in enumerate(row):
-            if pic is None:
-                draw.rectangle([x0(c), y0(r), x0(c) + cell_w - 1, y0(r) + cell_h - 1],
-                               fill=(200, 200, 200))
-                tw, th = _text_size(draw, missing, font)
-                draw.text((x0(c) + (cell_w - tw) // 2, y0(r) + (cell_h - th) // 2), missing,
-                          fill=(160, 0, 0), font=font)
-                continue
-            if pic.width > cell_w or pic.height > cell_h:
-                s = min(cell_w / pic.width, cell_h / pic.height)
-                pic = pic.resize((max(1, round(pic.width * s)), max(1, round(pic.height * s))),
-                                 Image.LANCZOS)
-            sheet.paste(pic, (x0(c) + (cell_w - pic.width) // 2,
-                              y0(r) + (cell_h - pic.height) // 2))
-    return sheet
-

@@ -82,6 +82,8 @@ MODULE_TESTS = {
     "nst_jax/run/_checkpoint.py": ["tests/run/test_checkpoint.py"],
     "nst_jax/images/_color.py": ["tests/images/test_color.py"],
     "nst_jax/cli/_stylize.py": ["tests/images/test_color.py"],
+    "nst_jax/quality.py": ["tests/test_quality_metrics.py"],
+    "nst_jax/run/_multiscale.py": ["tests/run/test_multiscale.py"],
 }
 #: Modules whose mutants also run the real-weights tier of their tests (decoding: only the
 #: real file's golden values tell some slips from the truth).
@@ -116,6 +118,7 @@ Q, T, H = ("nst_jax/weights/_quantized.py", "nst_jax/weights/_torch_pickle.py",
 J, X, B = "nst_jax/solvers/_jaxopt.py", "nst_jax/solvers/_optax.py", "nst_jax/solvers/_box.py"
 LOOP, STY, CK = "nst_jax/run/_loop.py", "nst_jax/run/_stylize.py", "nst_jax/run/_checkpoint.py"
 C, CLI = "nst_jax/images/_color.py", "nst_jax/cli/_stylize.py"
+QU, MS = "nst_jax/quality.py", "nst_jax/run/_multiscale.py"
 HIST = "tests/images/test_color.py::test_histogram_preservation_run_keeps_the_photos_colours"
 
 MUTANTS = [
@@ -137,23 +140,52 @@ MUTANTS = [
            "diff = gram_matrix(x) / (x.shape[1] * x.shape[1])",
            "style error: the output's Gram divided by W*W instead of H*W"),
     Mutant("loss-gatys-quarter", L,
-           "scaled = jnp.sum(jnp.square(diff / n))\n"
-           "    return 0.25 * scaled if norm == \"gatys\" else scaled / (n * n)",
-           "scaled = jnp.sum(jnp.square(diff / n))\n"
-           "    return 0.5 * scaled if norm == \"gatys\" else scaled / (n * n)",
-           'style_error norm="gatys": 1/(2 N^2) instead of 1/(4 N^2)'),
+           "return 0.25 * scaled if norm == \"gatys\" else scaled / (n * n)",
+           "return 0.5 * scaled if norm == \"gatys\" else scaled / (n * n)",
+           'style errors norm="gatys": 1/(2 N^2) instead of 1/(4 N^2)'),
     Mutant("loss-mean-norm-n", L,
-           "scaled = jnp.sum(jnp.square(diff / n))\n"
-           "    return 0.25 * scaled if norm == \"gatys\" else scaled / (n * n)",
-           "scaled = jnp.sum(jnp.square(diff / n))\n"
-           "    return 0.25 * scaled if norm == \"gatys\" else scaled / n",
-           'style_error norm="mean" divides by N^3, not N^4 (N instead of N^2 after the square)'),
-    Mutant("loss-layer-mean-norm-n", L,
-           "scaled = jnp.sum(jnp.square((gram_matrix(x) - a_gram) / (n * m)))\n"
-           "    return 0.25 * scaled if norm == \"gatys\" else scaled / (n * n)",
-           "scaled = jnp.sum(jnp.square((gram_matrix(x) - a_gram) / (n * m)))\n"
-           "    return 0.25 * scaled if norm == \"gatys\" else scaled / n",
-           'style_layer_loss norm="mean": N instead of N^2 after the square'),
+           "return 0.25 * scaled if norm == \"gatys\" else scaled / (n * n)",
+           "return 0.25 * scaled if norm == \"gatys\" else scaled / n",
+           'style errors norm="mean" divide by N^3, not N^4 (N instead of N^2 after the square)'),
+    Mutant("loss-relative-norm-root", L,
+           "scale = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(target), axis=(-2, -1)), _TINY))",
+           "scale = jnp.maximum(jnp.sum(jnp.square(target), axis=(-2, -1)), _TINY)",
+           'style errors norm="relative" divided by |A|^4 instead of |A|^2'),
+    Mutant("loss-relative-norm-per-region", L,
+           "return jnp.sum(jnp.square(diff / scale[..., None, None]), axis=(-2, -1))",
+           "return jnp.sum(jnp.square(diff / jnp.max(scale)), axis=(-2, -1))",
+           'guided style error norm="relative": every region divided by the largest target'),
+    Mutant("loss-content-relative", L,
+           "return jnp.sum(jnp.square(x - p)) / jnp.maximum(jnp.sum(jnp.square(p)), _TINY)",
+           "return jnp.sum(jnp.square(x - p)) / jnp.maximum(jnp.sum(jnp.square(x)), _TINY)",
+           'content loss norm="relative" divided by the output\'s norm, not the photo\'s'),
+    Mutant("loss-layer-positions", L,
+           "return _normalized((gram_matrix(x) - a_gram) / m, a_gram / m, n, norm)",
+           "return _normalized((gram_matrix(x) - a_gram) / m, a_gram, n, norm)",
+           'style_layer_loss norm="relative": the target not divided by M'),
+    # ------------------------------------------------------------------------------ quality
+    Mutant("quality-w1-quantile-steps", QU, "middle = breaks - width / 2",
+           "middle = breaks - width",
+           "sliced W1: quantiles read at the left end of each step (off by one)"),
+    Mutant("quality-colour-directions-unit", QU,
+           "(lambda d: d / np.linalg.norm(d, axis=1, keepdims=True))(",
+           "(lambda d: d)(", "colour distance: directions not unit vectors"),
+    Mutant("quality-gram-error-relative-to", QU,
+           "/ np.linalg.norm(painting_grams[name])) for name in self.layers}",
+           "/ np.linalg.norm(grams[name])) for name in self.layers}",
+           "Gram error relative to the output's Gram, not the painting's"),
+    Mutant("quality-painting-at-output-side", QU,
+           "painting_grams = self._grams(self._features(_side(self.painting, max(key))))",
+           "painting_grams = self._grams(self._features(self.painting))",
+           "painting's Grams at its own size, not scaled to the output's longest side"),
+    Mutant("quality-content-reference", QU,
+           "painting = self._features(_resize(self.painting, key))[self.content_layer]",
+           "painting = self._features(_side(self.painting, max(key)))[self.content_layer]",
+           "content distance: the painting scaled with its aspect kept, not resized to the "
+           "output's shape (a shape mismatch, or a different reference)"),
+    Mutant("multiscale-split-ratio", MS, "shares = [total * ratio ** k / sum(ratio ** j",
+           "shares = [total * ratio ** -k / sum(ratio ** -j",
+           "iterations split with most at the largest scale"),
     Mutant("loss-layer-rescale-inverted", L, "a_gram = a_gram * (m / a_positions)",
            "a_gram = a_gram * (a_positions / m)",
            "style_layer_loss: a style Gram of another size rescaled by M'/M instead of M/M'"),
@@ -164,10 +196,6 @@ MUTANTS = [
            "return jnp.sum(jnp.mean(jnp.asarray(masks, jnp.float32), axis=(1, 2)) * per_region)",
            "return jnp.sum(per_region)",
            "guided style error: regions not weighted by their share of the image"),
-    Mutant("loss-guided-mean-norm", L,
-           "per_region = 0.25 * per_region if norm == \"gatys\" else per_region / (n * n)",
-           "per_region = 0.25 * per_region if norm == \"gatys\" else per_region / n",
-           'guided style error norm="mean": N instead of N^2'),
     Mutant("loss-style-default-weights", L,
            "layer_weights = {name: 1.0 / len(style_features) for name in style_features}",
            "layer_weights = {name: 1.0 for name in style_features}",

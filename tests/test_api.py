@@ -101,6 +101,8 @@ def test_parser_choices_and_defaults_are_the_librarys():
     assert tuple(defaults["content_layers"]) == config.content_layers
     assert tuple(defaults["style_layers"]) == config.style_layers
     assert defaults["pooling"] == config.pooling
+    assert (defaults["content_norm"], defaults["style_norm"]) == (config.content_norm,
+                                                                  config.style_norm)
 
 
 def test_loss_weights_defaults_are_the_documented_constants():

@@ -7,7 +7,9 @@ same plus ``--preserve-colors luminance --init noise --seed 3 --tv-weight 1e-3``
 default L-BFGS, which the redesign replaced) keeps the comparison about everything else: images
 in and out, the weights, the objective, the loop, the log. The defaults of the loss weights were
 re-chosen on the pretrained weights at the same time, so the runs here give the old defaults
-explicitly (``--content-weight 1 --style-weight 1e3 --tv-weight 0``): a flag keeps its meaning.
+explicitly (``--content-weight 1 --style-weight 1e3 --tv-weight 0``), and so the Gatys losses
+and one scale that later defaults replaced (``--content-norm gatys --style-norm gatys
+--scale-factor 1``): a flag keeps its meaning.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from nst_jax.cli import main
 GOLDEN = DATA / "golden_cli.npz"
 BASE = ["stylize", DATA / "chelsea.png", DATA / "starry_night.png", "--size", "32",
         "--iterations", "5", "--weights", "random", "--optimizer", "adam",
-        "--content-weight", "1", "--style-weight", "1e3", "--tv-weight", "0"]
+        "--content-weight", "1", "--style-weight", "1e3", "--tv-weight", "0",
+        "--content-norm", "gatys", "--style-norm", "gatys", "--scale-factor", "1"]
 RUNS = {
     "adam": [],
     "adam_lum": ["--preserve-colors", "luminance", "--init", "noise", "--seed", "3",

@@ -314,36 +314,66 @@ def np_style_mean(x, style):
     return float(np.mean((g - a) ** 2))
 
 
+def np_content_relative(x, p):
+    """The squared relative error |X - P|^2 / |P|^2 (norm="relative")."""
+    x, p = np.asarray(x, np.float64), np.asarray(p, np.float64)
+    return float(np.sum((x - p) ** 2) / np.sum(p**2))
+
+
+def np_content(x, p, norm):
+    return {"gatys": np_content_loss, "mean": np_content_mean,
+            "relative": np_content_relative}[norm](x, p)
+
+
 def np_style(x, style, norm):
     if norm == "mean":
         return np_style_mean(x, style)
     n, m, m_style = x.shape[-1], x.shape[0] * x.shape[1], style.shape[0] * style.shape[1]
-    return float(np.sum((np_gram(x) / m - np_gram(style) / m_style) ** 2)) / (4.0 * n**2)
+    a_hat = np_gram(style) / m_style
+    squared = float(np.sum((np_gram(x) / m - a_hat) ** 2))
+    if norm == "relative":  # each layer against its own scale: |G/M - A/M'|^2 / |A/M'|^2
+        return squared / float(np.sum(a_hat**2))
+    return squared / (4.0 * n**2)
 
 
-@pytest.mark.parametrize("norm", ["gatys", "mean"])
+@pytest.mark.parametrize("norm", ["gatys", "mean", "relative"])
 def test_every_normalisation_mode_has_exact_small_values(norm):
     """Hand-computable values pin each constant: X = 1 (H W N = 3*5*3), P = A = 0.
 
     content: "gatys" 1/2 * 45 = 22.5, "mean" 1. style: G/M = ones(3, 3), so "gatys"
-    9 / (4 * 9) = 0.25 and "mean" 9 / 3^4 = 1/9 (N^3 would give 1/3, N^2 1)."""
+    9 / (4 * 9) = 0.25 and "mean" 9 / 3^4 = 1/9 (N^3 would give 1/3, N^2 1). "relative"
+    divides by the target's own square norm: against P = 2 (|P|^2 = 180) content
+    45 / 180 = 1/4; against A_hat = 2 (|A_hat|^2 = 36) style 9 / 36 = 1/4."""
     x = np.ones((3, 5, 3), np.float32)
-    zeros3 = np.zeros((3, 3), np.float32)
-    content = {"gatys": 22.5, "mean": 1.0}[norm]
-    style = {"gatys": 0.25, "mean": 1.0 / 9.0}[norm]
-    np.testing.assert_allclose(float(content_loss(x, np.zeros_like(x), norm=norm)), content,
+    relative = norm == "relative"
+    target = np.full((3, 3), 2.0 if relative else 0.0, np.float32)
+    photo = np.full_like(x, 2.0 if relative else 0.0)
+    content = {"gatys": 22.5, "mean": 1.0, "relative": 0.25}[norm]
+    style = {"gatys": 0.25, "mean": 1.0 / 9.0, "relative": 0.25}[norm]
+    np.testing.assert_allclose(float(content_loss(x, photo, norm=norm)), content, rtol=1e-6)
+    np.testing.assert_allclose(float(style_error(x, target, norm=norm)), style, rtol=1e-6)
+    np.testing.assert_allclose(float(style_layer_loss(x, target * 15, norm=norm)), style,
                                rtol=1e-6)
-    np.testing.assert_allclose(float(style_error(x, zeros3, norm=norm)), style, rtol=1e-6)
-    np.testing.assert_allclose(float(style_layer_loss(x, zeros3, norm=norm)), style, rtol=1e-6)
-    np.testing.assert_allclose(float(style_layer_loss(x, zeros3, a_positions=7, norm=norm)),
+    np.testing.assert_allclose(float(style_layer_loss(x, target * 7, a_positions=7, norm=norm)),
                                style, rtol=1e-6)
-    np.testing.assert_allclose(float(guided_style_error(x, zeros3[None], np.ones((1, 3, 5)),
+    np.testing.assert_allclose(float(guided_style_error(x, target[None], np.ones((1, 3, 5)),
                                                         norm=norm)), style, rtol=1e-6)
-    np.testing.assert_allclose(float(style_loss({"a": x}, {"a": np.zeros((2, 2, 3))},
-                                                norm=norm)), style, rtol=1e-6)
+    style_map = np.full((2, 2, 3), np.sqrt(2.0 / 3.0) if relative else 0.0)  # A_hat = 2 or 0
+    np.testing.assert_allclose(float(style_loss({"a": x}, {"a": style_map}, norm=norm)), style,
+                               rtol=1e-6)
 
 
-@pytest.mark.parametrize("norm", ["gatys", "mean"])
+def test_relative_norms_are_finite_for_zero_targets():
+    """A blank target (all-zero features) must not give NaN: the error is then |X|^2 / tiny,
+    large but finite, and its gradient too."""
+    x = np.ones((3, 5, 3), np.float32)
+    assert np.isfinite(float(content_loss(x, np.zeros_like(x), norm="relative")))
+    assert np.isfinite(float(style_error(x, np.zeros((3, 3), np.float32), norm="relative")))
+    assert float(style_error(np.zeros_like(x), np.zeros((3, 3), np.float32),
+                             norm="relative")) == 0.0
+
+
+@pytest.mark.parametrize("norm", ["gatys", "mean", "relative"])
 @pytest.mark.parametrize("n", [1, 3, 8])
 def test_every_normalisation_mode_golden(transform, norm, n):
     """Content and style losses of each mode against the NumPy references above, with N = 1, 3
@@ -351,7 +381,7 @@ def test_every_normalisation_mode_golden(transform, norm, n):
     x, p = rand((5, 6, n), 40), rand((5, 6, n), 41)
     style = rand((8, 4, n), 42, scale=1.7)
     m_style = style.shape[0] * style.shape[1]
-    want_content = np_content_mean(x, p) if norm == "mean" else np_content_loss(x, p)
+    want_content = np_content(x, p, norm)
     want_style = np_style(x, style, norm)
     got = transform(lambda a, b: content_loss(a, b, norm=norm))(x, p)
     np.testing.assert_allclose(float(got), want_content, rtol=RTOL)
@@ -369,7 +399,7 @@ def test_every_normalisation_mode_golden(transform, norm, n):
     np.testing.assert_allclose(float(got), np_style(x, same, norm), rtol=RTOL)
 
 
-@pytest.mark.parametrize("norm", ["gatys", "mean"])
+@pytest.mark.parametrize("norm", ["gatys", "mean", "relative"])
 def test_guided_style_error_golden_in_every_mode(norm):
     """sum_r share_r * E_r with E_r the mode's error of the region's guided Gram."""
     rng = np.random.default_rng(3)
@@ -381,7 +411,8 @@ def test_guided_style_error_golden_in_every_mode(norm):
         weighted = (f * masks[r][..., None]).reshape(-1, 4).astype(np.float64)
         g = weighted.T @ weighted / np.sum(masks[r].astype(np.float64) ** 2)
         d = g - targets[r]
-        error = np.mean((d / 4) ** 2) if norm == "mean" else np.sum(d * d) / (4 * 4**2)
+        error = {"mean": np.mean((d / 4) ** 2), "gatys": np.sum(d * d) / (4 * 4**2),
+                 "relative": np.sum(d * d) / np.sum(targets[r].astype(np.float64) ** 2)}[norm]
         expected += masks[r].mean() * error
     np.testing.assert_allclose(float(guided_style_error(f, targets, masks, norm=norm)), expected,
                                rtol=1e-5)

@@ -24,14 +24,17 @@ from nst_jax import (
 from nst_jax._losses import style_error
 from nst_jax._model import KERAS_LAYERS
 from nst_jax._objective import (
+    DEFAULT_CONTENT_WEIGHT,
     DEFAULT_STYLE_LAYERS,
     REFERENCE_PIXELS,
     StyleConfig,
     _pool_to_layer,
     content_weight_for,
+    default_weights,
     loss_weights,
     make_targets,
     stylization_loss,
+    tv_weight_for,
     with_weights,
 )
 from nst_jax.images import load_image, resize_array
@@ -46,7 +49,9 @@ def small_problem(random_params):
     small_content = resize_array(load_image(DATA / "chelsea.png"), 24)
     small_style = resize_array(load_image(DATA / "starry_night.png"), 24)
     assert small_content.shape[:2] != small_style.shape[:2]
-    config = StyleConfig()
+    # The paper's losses, for which these weights give each term a sizable share; the default
+    # (relative) losses are composed in their own test below.
+    config = StyleConfig(content_norm="gatys", style_norm="gatys")
     weights = loss_weights(config, content=2.0, style=0.5, tv=0.1,
                            style_layers=STYLE_LAYER_WEIGHTS)
     targets = make_targets(random_params, jnp.asarray(small_content), jnp.asarray(small_style),
@@ -99,6 +104,36 @@ def test_stylization_loss_equals_composition_of_public_losses(random_params, sma
     np.testing.assert_allclose(terms["style"], l_style, rtol=1e-5)
     np.testing.assert_allclose(terms["tv"], tv, rtol=1e-6)
     np.testing.assert_allclose(total, expected, rtol=1e-5)
+
+
+def test_default_objective_is_the_relative_errors_of_the_public_losses(random_params,
+                                                                        small_problem):
+    """The default StyleConfig: content |X - P|^2 / |P|^2 and per layer
+    |G/M - A/M'|^2 / |A/M'|^2, recomputed from the public losses and in NumPy."""
+    small_content, small_style, image, _, _, _ = small_problem
+    config = StyleConfig()
+    targets = make_targets(random_params, jnp.asarray(small_content), jnp.asarray(small_style),
+                           config)
+    weights = loss_weights(config, content=1.0, style=10.0, tv=0.0,
+                           style_layers=STYLE_LAYER_WEIGHTS)
+    total, terms = stylization_loss(image, random_params, targets, weights, config)
+    layers = ["conv4_2", *DEFAULT_STYLE_LAYERS]
+    feats = {k: np.asarray(v, np.float64) for k, v in
+             extract_features(random_params, preprocess(image), layers).items()}
+    photo = np.asarray(extract_features(random_params, preprocess(small_content),
+                                        ["conv4_2"])["conv4_2"], np.float64)
+    painting = extract_features(random_params, preprocess(small_style), list(DEFAULT_STYLE_LAYERS))
+    want_content = np.sum((feats["conv4_2"] - photo) ** 2) / np.sum(photo**2)
+    want_style = 0.0
+    for name, w in zip(DEFAULT_STYLE_LAYERS, STYLE_LAYER_WEIGHTS):
+        f, a = feats[name], np.asarray(painting[name], np.float64)
+        g = np.einsum("hwi,hwj->ij", f, f) / (f.shape[0] * f.shape[1])
+        a_hat = np.einsum("hwi,hwj->ij", a, a) / (a.shape[0] * a.shape[1])
+        want_style += w * np.sum((g - a_hat) ** 2) / np.sum(a_hat**2)
+    np.testing.assert_allclose(terms["content"], want_content, rtol=1e-4)
+    np.testing.assert_allclose(terms["style"], want_style, rtol=1e-4)
+    np.testing.assert_allclose(total, want_content + 10.0 * want_style, rtol=1e-4)
+    assert 0.05 < float(want_content) and 0.05 < float(want_style)  # neither term is ~0
 
 
 def test_stylization_loss_gradient_matches_finite_differences(random_params, small_problem):
@@ -173,11 +208,21 @@ def test_default_layer_weights_are_one_over_the_number_of_layers():
     np.testing.assert_allclose(weights.style_layers, [0.2] * 5)
 
 
-def test_content_weight_scales_with_the_number_of_pixels():
-    """alpha = per_reference * 128^2 / (H W): a 64x32 image gets 8x, a 256x512 one 1/8."""
+def test_content_weight_scales_with_the_number_of_pixels_for_the_summed_loss_only():
+    """With the Gatys (summed) content loss alpha = per_reference * 128^2 / (H W): a 64x32
+    image gets 8x, a 256x512 one 1/8. The relative (default) and mean losses do not grow with
+    the image, so alpha stays per_reference."""
     assert REFERENCE_PIXELS == 128 * 128
-    assert content_weight_for((64, 32, 3), 3.0) == pytest.approx(24.0)
-    assert content_weight_for((256, 512), 1.0) == pytest.approx(0.125)
+    assert content_weight_for((64, 32, 3), 3.0, norm="gatys") == pytest.approx(24.0)
+    assert content_weight_for((256, 512), 1.0, norm="gatys") == pytest.approx(0.125)
+    for norm in ("relative", "mean"):
+        assert content_weight_for((64, 32, 3), 3.0, norm=norm) == 3.0
+    assert content_weight_for((256, 512)) == DEFAULT_CONTENT_WEIGHT
+    config = StyleConfig()
+    assert (config.content_norm, config.style_norm) == ("relative", "relative")
+    assert default_weights(config, (256, 512)) == (DEFAULT_CONTENT_WEIGHT,
+                                                   tv_weight_for((256, 512)))
+    assert default_weights(StyleConfig(content_norm="gatys"), (256, 512), tv=3.0) == (0.125, 3.0)
 
 
 def test_masks_are_average_pooled_at_every_depth():

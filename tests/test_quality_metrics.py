@@ -12,12 +12,16 @@ from PIL import Image
 
 from nst_jax import extract_features, preprocess, random_vgg19_params
 from nst_jax.quality import (
+    COLOUR_DIRECTIONS,
     DEFAULT_STYLE_LAYERS,
+    PairScorer,
     StyleScorer,
     block_grid,
     change,
+    colour_distance,
     contact_sheet,
     grid,
+    layer_figures,
     saturation,
     score,
     style_distance,
@@ -291,3 +295,93 @@ def test_contact_sheet_zoom_is_nearest_neighbour():
     sheet = np.asarray(contact_sheet([[img]], zoom=4, gap=1))
     assert sheet.shape == (8 + 2, 12 + 2, 3)
     np.testing.assert_array_equal(sheet[1:9, 1:13], np.kron(img, np.ones((4, 4, 1))))
+
+
+# ------------------------------------------------------------------------------------------
+# per-layer figures: Gram errors, colour distance, content distance
+
+
+def np_lanczos(image, shape):
+    """Per-channel float Lanczos resize with Pillow (the resampling the figures document)."""
+    h, w = shape
+    return np.stack([np.asarray(Image.fromarray(np.asarray(image[..., c], np.float32))
+                                .resize((w, h), Image.LANCZOS), np.float64)
+                     for c in range(3)], -1)
+
+
+def np_features(params, image, layers):
+    feats = extract_features(params, preprocess(np.asarray(image, np.float32)), layers)
+    return {name: np.asarray(feats[name], np.float64) for name in layers}
+
+
+def np_w1(x, y):
+    """Exact 1-D Wasserstein-1 from the CDFs: integral |F_x - F_y| over the merged values."""
+    values = np.sort(np.concatenate([x, y]))
+    fx = np.searchsorted(np.sort(x), values[:-1], side="right") / x.size
+    fy = np.searchsorted(np.sort(y), values[:-1], side="right") / y.size
+    return float(np.sum(np.abs(fx - fy) * np.diff(values)))
+
+
+def test_colour_directions_are_64_fixed_unit_vectors():
+    assert COLOUR_DIRECTIONS.shape == (64, 3)
+    np.testing.assert_allclose(np.linalg.norm(COLOUR_DIRECTIONS, axis=1), 1.0, rtol=1e-12)
+    # Spread over the sphere, not one repeated direction.
+    assert np.abs(COLOUR_DIRECTIONS @ COLOUR_DIRECTIONS.T - np.eye(64)).min() < 0.99
+
+
+def test_colour_distance_golden():
+    rng = np.random.default_rng(5)
+    a = rng.uniform(0, 255, (9, 11, 3))
+    b = rng.uniform(0, 255, (7, 5, 3))  # another size: the CDF form
+    expected = np.mean([np_w1(a.reshape(-1, 3) @ d, b.reshape(-1, 3) @ d)
+                        for d in COLOUR_DIRECTIONS])
+    assert colour_distance(a, b) == pytest.approx(expected, rel=1e-10)
+    # Equal sizes: W1 is the mean gap of the sorted projections.
+    c = rng.uniform(0, 255, (9, 11, 3))
+    sorted_gaps = np.mean([np.mean(np.abs(np.sort(a.reshape(-1, 3) @ d)
+                                          - np.sort(c.reshape(-1, 3) @ d)))
+                           for d in COLOUR_DIRECTIONS])
+    assert colour_distance(a, c) == pytest.approx(sorted_gaps, rel=1e-10)
+    # A uniform shift by s of every channel moves each projection by s (d1 + d2 + d3).
+    assert colour_distance(a + 10.0, a) == pytest.approx(
+        10.0 * np.mean(np.abs(COLOUR_DIRECTIONS.sum(axis=1))), rel=1e-10)
+    # Only the distribution counts: shuffled pixels and a repeated copy are at distance 0.
+    flat = a.reshape(-1, 3)
+    assert colour_distance(flat[rng.permutation(len(flat))][None], a) == pytest.approx(0, abs=1e-9)
+    assert colour_distance(np.concatenate([a, a]), a) == pytest.approx(0, abs=1e-9)
+
+
+def test_pair_scorer_matches_numpy(params, pictures):
+    photo, style, output = pictures
+    layers = DEFAULT_STYLE_LAYERS
+    figures = PairScorer(photo, style, params=params).figures(output)
+    # The painting (40 x 32) is scaled so that its longest side is the output's (44 px).
+    scaled = np_lanczos(style, (44, 35))
+    out_f = np_features(params, output, (*layers, "conv4_2"))
+    ref_f = np_features(params, scaled, layers)
+    for name in layers:
+        g = np.einsum("hwi,hwj->ij", out_f[name], out_f[name]) / np.prod(out_f[name].shape[:2])
+        a = np.einsum("hwi,hwj->ij", ref_f[name], ref_f[name]) / np.prod(ref_f[name].shape[:2])
+        assert figures["gram_errors"][name] == pytest.approx(
+            np.linalg.norm(g - a) / np.linalg.norm(a), rel=1e-4)
+    # Content: against the photo at the output's size (the same here) and the painting
+    # resized to the output's shape.
+    photo_f = np_features(params, photo, ("conv4_2",))["conv4_2"]
+    paint_f = np_features(params, np_lanczos(style, (36, 44)), ("conv4_2",))["conv4_2"]
+    expected = np.mean((out_f["conv4_2"] - photo_f) ** 2) / np.mean((paint_f - photo_f) ** 2)
+    assert figures["content"] == pytest.approx(expected, rel=1e-4)
+    assert figures["colour"] == pytest.approx(colour_distance(output, scaled), rel=1e-9)
+    assert layer_figures(output, photo, style, params=params) == figures
+
+
+def test_pair_scorer_limits(params, pictures):
+    photo, style, _ = pictures
+    scorer = PairScorer(photo, style, params=params)
+    same = scorer.figures(photo)
+    assert same["content"] == 0.0
+    assert all(v > 0.05 for v in same["gram_errors"].values())
+    # The painting scored against itself (at its own size) has every Gram error 0.
+    itself = PairScorer(style, style, params=params).figures(style)
+    assert max(itself["gram_errors"].values()) == pytest.approx(0.0, abs=1e-6)
+    assert itself["colour"] == pytest.approx(0.0, abs=1e-9)
+    assert itself["content"] == 0.0  # the photo is the painting: no distance to measure

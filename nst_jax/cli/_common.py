@@ -84,6 +84,7 @@ def style_config(args):
     try:
         return StyleConfig(content_layers=args.content_layers, style_layers=args.style_layers,
                            pooling=args.pooling, dtype=args.dtype, remat=args.remat,
+                           content_norm=args.content_norm, style_norm=args.style_norm,
                            **args.preset_config)
     except ValueError as err:
         raise NstError(str(err)) from None

@@ -25,7 +25,8 @@ _PRESETS_FILE = Path(__file__).parent.parent / "presets" / "presets.toml"
 #: value can be told apart from a default and win over the preset). The library's own
 #: defaults (nst_jax.run.DEFAULT_*, nst_jax.solvers.SolverConfig, ...); a test checks they agree.
 DEFAULTS = {
-    "size": 512, "content_weight": None, "style_weight": 100.0, "tv_weight": None,
+    "size": 512, "content_weight": None, "style_weight": 10.0, "tv_weight": None,
+    "content_norm": "relative", "style_norm": "relative",
     "content_layers": ("conv4_2",),
     "style_layers": ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
     "style_layer_weights": None, "pooling": "max", "optimizer": "jaxopt-lbfgs",
@@ -155,11 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="longest side of each scale, increasing, the last = --size, e.g. "
                         "256,512,1024; each scale starts from the previous result, upsampled")
     scales.add_argument("--scale-factor", type=float, default=None, metavar="F",
-                        help="instead of --scales: sizes --size / F^k down to --min-size")
-    scales.add_argument("--min-size", type=_positive_int, default=256,
-                        help="smallest scale for --scale-factor (default 256)")
+                        help="instead of --scales: sizes --size / F^k down to --min-size "
+                        "(default 1.414: coarse-to-fine from 128 px; 1: a single scale)")
+    scales.add_argument("--min-size", type=_positive_int, default=128,
+                        help="smallest scale (default 128)")
     scales.add_argument("--scale-iterations", type=_int_list, default=None, metavar="LIST",
-                        help="iterations per scale, e.g. 500,200,100 (default --iterations each)")
+                        help="iterations per scale, e.g. 200,130,80 (default: --iterations in "
+                        "all, each scale 2/3 of the one before)")
     out = run.add_argument_group("extra outputs")
     out.add_argument("--save-every", type=_positive_int, default=None,
                      help="also write OUT_<iteration> images every N iterations")
@@ -280,13 +283,15 @@ def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
                       "(default: the memory available now)")
     loss = run.add_argument_group("objective: alpha*content + beta*style + gamma*TV")
     loss.add_argument("--content-weight", type=weight, default=None,
-                      help="alpha (default: 1 for a 128x128-px image, scaled by 128^2 / (H W) "
-                      "so that the style/content balance does not change with --size)" + listed)
+                      help="alpha (default 1 with the default, relative, content loss; with "
+                      "--content-norm gatys 1 for a 128x128-px image, scaled by 128^2 / (H W))"
+                      + listed)
     loss.add_argument("--style-weight", type=weight, default=None,
                       help=f"beta (default {DEFAULTS['style_weight']:g})" + listed)
     loss.add_argument("--tv-weight", type=weight, default=None,
-                      help="gamma, squared total variation (default: 200 for a 128x128-px image, "
-                      "scaled by 128^2 / (H W) like alpha)" + listed)
+                      help="gamma, squared total variation (default: 1e-9 for a 128x128-px "
+                      "image, scaled by 128^2 / (H W): the same smoothing at every size)"
+                      + listed)
     loss.add_argument("--content-layers", type=_names, default=None,
                       help="comma-separated (default conv4_2)")
     loss.add_argument("--style-layers", type=_names, default=None,
@@ -294,6 +299,13 @@ def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
     loss.add_argument("--style-layer-weights", type=_floats, default=None,
                       help="comma-separated, one per style layer (default 1/L each)")
     loss.add_argument("--pooling", choices=("max", "avg"), default=None, help="default max")
+    norms = ("gatys", "mean", "relative")
+    loss.add_argument("--content-norm", choices=norms, default=None,
+                      help="content loss: relative (default) |X-P|^2/|P|^2, gatys Eq. 1, or "
+                      "mean (neural-style)")
+    loss.add_argument("--style-norm", choices=norms, default=None,
+                      help="style loss per layer: relative (default) |G/M-A/M'|^2/|A/M'|^2, each "
+                      "layer against its own scale; gatys Eq. 4; mean (neural-style)")
     opt = run.add_argument_group("optimization")
     opt.add_argument("--optimizer", choices=OPTIMIZERS + DEPRECATED_OPTIMIZERS, default=None,
                      metavar="{" + ",".join(OPTIMIZERS) + "}",

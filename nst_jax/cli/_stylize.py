@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from .._errors import ImageError, NstError
 from .._files import check_output, same_file
 from .._version import __version__
 from . import _signals
-from ._common import Progress, jax_key, prepare, say, write_json
+from ._common import Progress, clock, jax_key, prepare, say, write_json
 from ._parser import PROG, style_spec
 
 
@@ -38,37 +39,46 @@ def style_inputs(args) -> list[tuple[Path, float, float]]:
     if args.mask and len(args.mask) != len(specs):
         raise NstError(f"{len(args.mask)} --mask images for {len(specs)} styles: give one mask "
                        "per style, in the same order")
-    if args.scales is not None or args.scale_factor is not None:
-        for flag, value in (("--resume", args.resume), ("--checkpoint-every",
-                            args.checkpoint_every), ("--checkpoint", args.checkpoint),
-                            ("--save-every", args.save_every)):
-            if value:
-                raise NstError(f"{flag} works for single-scale runs only, not with --scales / "
-                               "--scale-factor")
     return specs
 
 
 def scale_sizes(args) -> list[int] | None:
-    """Multi-scale sizes from ``--scales`` or ``--scale-factor``/``--min-size``; None if off."""
+    """The scales of the run, or None for a single-scale run.
+
+    By default the run is coarse-to-fine (:func:`nst_jax.run.pyramid_sizes`: sqrt(2) steps
+    from ``--min-size``), with ``--iterations`` as the total split over the scales
+    (:func:`nst_jax.run.split_iterations`). Single scale: ``--scale-factor 1``, a ``--size``
+    at or below ``--min-size``, a preset (each reproduces a single-scale reference), or the
+    single-scale-only options (checkpoints, ``--resume``, ``--save-every``) without
+    ``--scales`` / ``--scale-factor``.
+    """
+    from ..run import SCALE_FACTOR, pyramid_sizes, split_iterations
+
     if args.scales is not None and args.scale_factor is not None:
         raise NstError("give either --scales or --scale-factor, not both")
+    single_only = [flag for flag, value in (
+        ("--resume", args.resume), ("--checkpoint-every", args.checkpoint_every),
+        ("--checkpoint", args.checkpoint), ("--save-every", args.save_every)) if value]
     if args.scales is not None:
         sizes = list(args.scales)
         if sizes[-1] != args.size:
             sizes.append(args.size)
         if sizes != sorted(set(sizes)) or sizes[0] < 1:
             raise NstError(f"--scales must increase up to --size {args.size}, got {args.scales}")
-    elif args.scale_factor is not None:
-        from ..run import pyramid_sizes
-
-        if not (args.scale_factor > 1 and math.isfinite(args.scale_factor)):
-            raise NstError(f"--scale-factor must be > 1, got {args.scale_factor}")
-        sizes = pyramid_sizes(args.size, factor=args.scale_factor, min_size=args.min_size)
     else:
-        if args.scale_iterations is not None:
-            raise NstError("--scale-iterations needs --scales or --scale-factor")
+        factor = args.scale_factor
+        if factor is not None and not (factor >= 1 and math.isfinite(factor)):
+            raise NstError(f"--scale-factor must be >= 1 (1: a single scale), got {factor}")
+        if factor is None and (args.preset or single_only):
+            factor = 1.0
+        sizes = ([args.size] if factor == 1.0 else
+                 pyramid_sizes(args.size, factor=factor or SCALE_FACTOR, min_size=args.min_size))
+    if len(sizes) == 1 and args.scale_iterations is None:
         return None
-    counts = args.scale_iterations or [args.iterations] * len(sizes)
+    if single_only and len(sizes) > 1:
+        raise NstError(f"{single_only[0]} works for single-scale runs only, not with --scales / "
+                       "--scale-factor")
+    counts = args.scale_iterations or split_iterations(args.iterations, len(sizes))
     if len(counts) != len(sizes) or min(counts) < 1:
         raise NstError(f"--scale-iterations: {len(counts)} positive counts needed for the scales "
                        f"{sizes}")
@@ -187,14 +197,27 @@ def _multiscale(args, content, styles, run, sizes, finish, prepared) -> int:
     latest: dict[str, Any] = {}
     bars: list[Progress] = []
     meta = {"weights": prepared.record, "settings": prepared.settings}
+    # The ETA of the whole run: seconds per pixel-iteration so far (compiles included, so an
+    # upper estimate), times the pixel-iterations the remaining scales may take.
+    area = [side * side * content.shape[0] * content.shape[1] / max(content.shape[:2]) ** 2
+            for side in sizes]
+    clock_from, work_done = time.perf_counter(), 0.0
 
     def on_scale(index, size):
+        nonlocal work_done
         if bars:
             bars[-1].close()
+            work_done += area[index - 1] * (int(latest["state"].iteration) if "state" in latest
+                                            else 0)
         _signals.check()
         bars.append(Progress(args.scale_iterations[index], args.quiet))
+        eta = ""
+        if work_done:
+            rate = (time.perf_counter() - clock_from) / work_done
+            left = rate * sum(a * n for a, n in zip(area[index:], args.scale_iterations[index:]))
+            eta = f" (the whole run: at most about {clock(left)} more)"
         say(f"scale {index + 1}/{len(sizes)}: {size} px, {args.scale_iterations[index]} "
-            "iterations")
+            f"iterations{eta}")
 
     def callback(state, records):
         latest["state"] = state  # copied to the host only if it is needed (an interrupt)

@@ -37,7 +37,7 @@ def run_label(run: dict[str, Any], args, *, with_style: bool = True) -> str:
 def command(args) -> int:
     import numpy as np
 
-    from .._objective import content_weight_for, tv_weight_for
+    from .._objective import default_weights
     from .._plots import loss_plot
     from ..images import save_image
     from ..quality import contact_sheet
@@ -62,10 +62,9 @@ def command(args) -> int:
     meta = {"weights": prepared.record, "settings": prepared.settings}
     progress = Progress(args.iterations, args.quiet)
     for run in grid:  # the size-aware defaults: the same balance at every size
-        if run["content_weight"] is None:
-            run["content_weight"] = content_weight_for(prepared.content.shape)
-        if run["tv_weight"] is None:
-            run["tv_weight"] = tv_weight_for(prepared.content.shape)
+        run["content_weight"], run["tv_weight"] = default_weights(
+            prepared.config, prepared.content.shape, content=run["content_weight"],
+            tv=run["tv_weight"])
 
     def callback(state, records):
         # The bar follows the slowest lane (the job ends with it) and shows the best loss.

@@ -6,7 +6,15 @@ program (:func:`stylize_batch`, sharded over devices and processes), coarse-to-f
 from ._batch import CPU_VMAP_MAX_PIXELS, BatchResult, stylize_batch
 from ._checkpoint import load_checkpoint, save_checkpoint, state_template
 from ._loop import STATUS_NAMES, OptState, init_state, run_steps
-from ._multiscale import MultiscaleResult, pyramid_sizes, stylize_frames, stylize_multiscale
+from ._multiscale import (
+    MIN_SIZE,
+    SCALE_FACTOR,
+    MultiscaleResult,
+    pyramid_sizes,
+    split_iterations,
+    stylize_frames,
+    stylize_multiscale,
+)
 from ._stylize import (
     DEFAULT_ITERATIONS,
     DEFAULT_PATIENCE,
@@ -23,6 +31,8 @@ __all__ = [
     "DEFAULT_PATIENCE",
     "DEFAULT_TOL",
     "INITS",
+    "MIN_SIZE",
+    "SCALE_FACTOR",
     "STATUS_NAMES",
     "BatchResult",
     "MultiscaleResult",
@@ -34,6 +44,7 @@ __all__ = [
     "pyramid_sizes",
     "run_steps",
     "save_checkpoint",
+    "split_iterations",
     "state_template",
     "stylize",
     "stylize_batch",

@@ -21,9 +21,8 @@ from .._objective import (
     LossWeights,
     StyleConfig,
     Targets,
-    content_weight_for,
+    default_weights,
     make_targets,
-    tv_weight_for,
     with_weights,
 )
 from ..solvers import SolverConfig
@@ -256,10 +255,8 @@ def stylize_batch(
     solver = resolve_solver(config, solver)
     content = jnp.asarray(content, jnp.float32)
     styles = [jnp.asarray(style, jnp.float32) for style in styles]
-    if content_weight is None:
-        content_weight = content_weight_for(content.shape)
-    if tv_weight is None:
-        tv_weight = tv_weight_for(content.shape)
+    content_weight, tv_weight = default_weights(config, content.shape, content=content_weight,
+                                                tv=tv_weight)
     if not styles:
         raise ValueError("at least one style image is required")
     n_style, n_content = len(config.style_layers), len(config.content_layers)

@@ -24,12 +24,24 @@ from .._objective import StyleConfig, Targets, _as_style_list, make_targets, wit
 from ._stylize import StylizeResult, initial_image, stylize
 
 
-def pyramid_sizes(size: int, *, factor: float = 2.0, min_size: int = 256) -> list[int]:
+#: The default schedule (chosen on the pretrained VGG-19 at 512 px, docs/benchmarks/quality.md):
+#: sizes grow by sqrt(2) from 128 px, and each scale gets 2/3 of the iterations of the one
+#: before it, so most iterations run where they are cheap (a 128-px iteration costs ~1/8 of a
+#: 512-px one here) and the large scales only refine what the small ones found.
+SCALE_FACTOR = 2 ** 0.5
+MIN_SIZE = 128
+ITERATION_RATIO = 2 / 3
+
+
+def pyramid_sizes(size: int, *, factor: float = SCALE_FACTOR, min_size: int = MIN_SIZE
+                  ) -> list[int]:
     """Longest sides of a pyramid ending at ``size``: ``size / factor^k`` for k = K..0, the
     smallest at least ``min_size`` (or ``size`` itself if it is smaller).
 
     >>> pyramid_sizes(2048, factor=2, min_size=256)
     [256, 512, 1024, 2048]
+    >>> pyramid_sizes(512)
+    [128, 181, 256, 362, 512]
     """
     if size < 1 or min_size < 1:
         raise ValueError("sizes must be positive")
@@ -39,6 +51,28 @@ def pyramid_sizes(size: int, *, factor: float = 2.0, min_size: int = 256) -> lis
     while round(size / factor ** len(sizes)) >= min_size:
         sizes.insert(0, round(size / factor ** len(sizes)))
     return sizes
+
+
+def split_iterations(total: int, scales: int, *, ratio: float = ITERATION_RATIO) -> list[int]:
+    """``total`` iterations over ``scales`` scales, smallest first: scale k+1 gets ``ratio``
+    times the iterations of scale k (``total * ratio^k / sum_j ratio^j``, rounded by largest
+    remainder so that they add up to ``total``; every scale gets at least one).
+
+    >>> split_iterations(500, 5)
+    [192, 128, 85, 57, 38]
+    """
+    if scales < 1 or total < scales:
+        raise ValueError(f"{total} iterations cannot be split over {scales} scales (at least "
+                         "one each)")
+    shares = [total * ratio ** k / sum(ratio ** j for j in range(scales)) for k in range(scales)]
+    counts = [int(share) for share in shares]
+    by_remainder = sorted(range(scales), key=lambda k: counts[k] - shares[k])
+    for k in by_remainder[:total - sum(counts)]:
+        counts[k] += 1
+    for k in range(scales):  # at least one each, taken from the largest
+        if counts[k] == 0:
+            counts[k], counts[0] = 1, counts[0] - 1
+    return counts
 
 
 def _shape_at(shape: tuple[int, int], side: int) -> tuple[int, int]:
@@ -74,7 +108,7 @@ def stylize_multiscale(
     style,
     *,
     params,
-    sizes: Sequence[int],
+    sizes: Sequence[int] | None = None,
     iterations: int | Sequence[int] = 500,
     masks=None,
     init="content",
@@ -90,8 +124,10 @@ def stylize_multiscale(
         style: one style image or a sequence (RGB 0-255), at the size to use at the final
             scale: each scale shrinks them by the same factor as the content, so brush strokes
             keep their size relative to the image.
-        sizes: longest side of each scale, increasing (see :func:`pyramid_sizes`).
-        iterations: one count for every scale, or one per scale.
+        sizes: longest side of each scale, increasing, the last = max(H, W); default
+            :func:`pyramid_sizes` of the content (sqrt(2) steps from 128 px).
+        iterations: the total, split over the scales by :func:`split_iterations` (each
+            scale 2/3 of the one before), or one count per scale.
         masks: (R, H, W) region masks at the final size (resized to each scale).
         init: the first scale's init (see :func:`~nst_jax.stylize`); an image is resized.
         on_scale: called as ``on_scale(index, size)`` before each scale starts.
@@ -101,13 +137,13 @@ def stylize_multiscale(
         :class:`MultiscaleResult`.
     """
     content = jnp.asarray(content, jnp.float32)
-    sizes = [int(s) for s in sizes]
+    sizes = [int(s) for s in (sizes or pyramid_sizes(max(content.shape[:2])))]
     if not sizes or sizes != sorted(set(sizes)):
         raise ValueError(f"sizes must be increasing, got {sizes}")
     if sizes[-1] != max(content.shape[:2]):
         raise ValueError(f"the last size ({sizes[-1]}) must be the content's longest side "
                          f"({max(content.shape[:2])})")
-    counts = [int(iterations)] * len(sizes) if np.ndim(iterations) == 0 else \
+    counts = split_iterations(int(iterations), len(sizes)) if np.ndim(iterations) == 0 else \
         [int(i) for i in iterations]
     if len(counts) != len(sizes):
         raise ValueError(f"{len(counts)} iteration counts for {len(sizes)} scales")

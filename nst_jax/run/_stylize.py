@@ -18,9 +18,8 @@ from .._objective import (
     StyleConfig,
     Targets,
     _as_style_list,
-    content_weight_for,
+    default_weights,
     loss_weights,
-    tv_weight_for,
     make_targets,
     with_weights,
 )
@@ -181,10 +180,8 @@ def stylize(
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
     key = jax.random.key(0) if key is None else key
-    if content_weight is None:
-        content_weight = content_weight_for(content.shape)
-    if tv_weight is None:
-        tv_weight = tv_weight_for(content.shape)
+    content_weight, tv_weight = default_weights(config, content.shape, content=content_weight,
+                                                tv=tv_weight)
     weights = loss_weights(
         config, content=content_weight, style=style_weight, tv=tv_weight,
         content_layers=content_layer_weights, style_layers=style_layer_weights,

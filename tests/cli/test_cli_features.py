@@ -172,6 +172,35 @@ def test_multiscale_from_the_cli(tmp_path, weights, capsys):
         assert code == 1 and needle in capsys.readouterr().err
 
 
+def test_the_default_runs_coarse_to_fine_and_splits_the_iterations():
+    """``scale_sizes`` (no compute): the default at 512 px is 128, 181, 256, 362, 512 with
+    --iterations split 2/3 per scale; one scale for a preset, --scale-factor 1, a size at or
+    below --min-size, and the single-scale-only options (which refuse explicit scales)."""
+    from nst_jax._errors import NstError
+    from nst_jax.cli._parser import build_parser
+    from nst_jax.cli._stylize import scale_sizes
+
+    def sizes(*flags):
+        args = build_parser().parse_args(["stylize", "a.jpg", "b.jpg", "-o", "o.png",
+                                          "--iterations", "500", "--size", "512", *flags])
+        return scale_sizes(args), args.scale_iterations
+
+    assert sizes() == ([128, 181, 256, 362, 512], [192, 128, 85, 57, 38])
+    assert sizes("--iterations", "50") == ([128, 181, 256, 362, 512], [19, 13, 8, 6, 4])
+    assert sizes("--size", "256", "--iterations", "50") == ([128, 181, 256], [24, 16, 10])
+    assert sizes("--scale-factor", "2") == ([128, 256, 512], [237, 158, 105])
+    assert sizes("--scale-factor", "2", "--scale-iterations", "5,4,3") == (
+        [128, 256, 512], [5, 4, 3])
+    for single in (["--scale-factor", "1"], ["--size", "128"], ["--min-size", "600"],
+                   ["--preset", "neural-style"], ["--checkpoint-every", "10"],
+                   ["--save-every", "10"]):
+        assert sizes(*single) == (None, None), single
+    with pytest.raises(NstError, match="single-scale"):
+        sizes("--scale-factor", "2", "--checkpoint-every", "10")
+    with pytest.raises(NstError, match=">= 1"):
+        sizes("--scale-factor", "0.5")
+
+
 def test_frames_continue_with_skip_existing(tmp_path, weights, capsys):
     frames = tmp_path / "frames"
     frames.mkdir()

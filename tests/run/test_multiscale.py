@@ -11,7 +11,13 @@ from conftest import DATA
 from nst_jax import StyleConfig, content_weight_for, make_targets, stylize
 from nst_jax._objective import loss_weights, stylization_loss
 from nst_jax.images import load_image, resize_array
-from nst_jax.run import _multiscale, pyramid_sizes, stylize_frames, stylize_multiscale
+from nst_jax.run import (
+    _multiscale,
+    pyramid_sizes,
+    split_iterations,
+    stylize_frames,
+    stylize_multiscale,
+)
 from nst_jax.solvers import FIRST_STEP
 
 # Two shallow style layers keep compiles and runs short; the mechanics do not depend on depth.
@@ -32,6 +38,36 @@ def test_pyramid_sizes():
     assert pyramid_sizes(1000, factor=1.5, min_size=400) == [444, 667, 1000]
     with pytest.raises(ValueError):
         pyramid_sizes(512, factor=1.0)
+
+
+def test_the_default_pyramid_and_its_iterations():
+    """sqrt(2) steps from 128 px; each scale 2/3 of the iterations of the one before, adding up
+    to the total (largest remainders rounded up), at least one each."""
+    assert pyramid_sizes(512) == [128, 181, 256, 362, 512]
+    assert pyramid_sizes(128) == [128] and pyramid_sizes(180) == [180]
+    assert split_iterations(500, 5) == [192, 128, 85, 57, 38]
+    for total, scales in ((500, 5), (50, 3), (7, 5), (5, 5), (1000, 7), (3, 1)):
+        counts = split_iterations(total, scales)
+        assert sum(counts) == total and min(counts) >= 1 and len(counts) == scales
+        assert counts == sorted(counts, reverse=True), counts
+        exact = [total * (2 / 3) ** k / sum((2 / 3) ** j for j in range(scales))
+                 for k in range(scales)]
+        if total >= 3 * scales:
+            assert max(abs(c - e) for c, e in zip(counts, exact)) < 1
+    with pytest.raises(ValueError, match="cannot be split"):
+        split_iterations(4, 5)
+
+
+def test_default_multiscale_splits_the_total(random_params, images):
+    """An int ``iterations`` is the total over the scales; sizes=None is the default pyramid
+    of the content (one scale for a 32-px image, below the 128-px smallest scale)."""
+    content, starry, _ = images
+    result = stylize_multiscale(content, starry, params=random_params, config=CONFIG,
+                                sizes=[16, 24, 32], iterations=10, tol=0.0)
+    assert [r.iterations for r in result.scales] == split_iterations(10, 3) == [5, 3, 2]
+    single = stylize_multiscale(content, starry, params=random_params, config=CONFIG,
+                                iterations=3, tol=0.0)
+    assert single.sizes == [32] and single.scales[0].iterations == 3
 
 
 def test_multiscale_warm_starts_each_scale(random_params, images):

@@ -33,8 +33,10 @@ from nst_jax.run import _loop, _stylize, initial_image
 from nst_jax.solvers import NAMES, SolverConfig
 
 SAVE_EVERY = 5  # every stylize call below compiles (or reuses) a chunk of this many iterations
-# stylize's default alpha for the 43x64 content photo (scaled with the image's size).
-DEFAULT_ALPHA = content_weight_for((43, 64))
+# The paper's losses, which the loop tests were written with, and their size-aware default
+# alpha for the 43x64 content photo.
+GATYS = StyleConfig(content_norm="gatys", style_norm="gatys")
+DEFAULT_ALPHA = content_weight_for((43, 64), norm="gatys")
 STYLE_LAYER_WEIGHTS = (0.1, 0.3, 0.2, 0.25, 0.15)  # deliberately not uniform
 
 
@@ -55,8 +57,9 @@ def style():
 
 def run(content, style, params, **kwargs):
     """stylize with the module's shared chunk size, early stopping off, and fixed loss weights
-    (beta 1e3, no TV: the runs below are about the loop, not about the chosen defaults) unless
-    asked otherwise."""
+    and losses (beta 1e3, no TV, the Gatys losses: the runs below are about the loop, not about
+    the chosen defaults) unless asked otherwise."""
+    kwargs.setdefault("config", GATYS)
     kwargs.setdefault("save_every", SAVE_EVERY)
     kwargs.setdefault("tol", 0.0)
     kwargs.setdefault("style_weight", 1e3)
@@ -229,7 +232,7 @@ def test_continuing_equals_one_long_run(random_params, content, style):
 
     # The equality above needs the optimizer's memory: restarting L-BFGS from the same image
     # with an empty history takes different steps.
-    config = StyleConfig()
+    config = GATYS
     weights = loss_weights(config, tv=0.5)
     targets = make_targets(random_params, jnp.asarray(content), jnp.asarray(style), config)
     fresh = _stylize._init_jit(  # the driver's own jitted init_state, already compiled
