@@ -135,6 +135,7 @@ def prepare(args, styles: list[Path], scales: Sequence[float] | None = None,
     from .._model import min_image_side
     from .._objective import with_weights
     from ..images import load_image
+    from ..images._io import profile_name
     from ..run._memory import check_fits
 
     if not (args.style_scale > 0 and math.isfinite(args.style_scale)):
@@ -179,6 +180,9 @@ def prepare(args, styles: list[Path], scales: Sequence[float] | None = None,
                     else v)
                 for k, v in vars(args).items()
                 if k not in ("command", "output", "log", "quiet", "overwrite", "preset_config")}
+    # Inputs read through their embedded ICC profile (converted to sRGB), by profile name.
+    settings["input_profiles"] = {str(path): name for path in (args.content, *styles)
+                                  if (name := profile_name(path)) is not None}
     say(f"{args.content.name} + {', '.join(p.name for p in styles)} -> {args.output} "
         f"({content.shape[1]}x{content.shape[0]} px; weights: {record['kind']}"
         f"{' ' + record['path'] if record.get('path') else ''}); compiling...")
