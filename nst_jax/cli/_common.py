@@ -124,6 +124,18 @@ class Prepared(NamedTuple):
     record: dict[str, Any]  # which weights: stored in every output
     settings: dict[str, Any]  # the command line's settings: stored in every output
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What every output of the command records: the weights and the settings."""
+        return {"weights": self.record, "settings": self.settings}
+
+
+def log_header(prepared: Prepared) -> dict[str, Any]:
+    """The head of a command's JSON log or report: the version, then :attr:`Prepared.meta`."""
+    from .._version import __version__
+
+    return {"nst_jax": __version__, **prepared.meta}
+
 
 def prepare(args, styles: list[Path], scales: Sequence[float] | None = None,
             batch: int = 1) -> Prepared:

@@ -178,10 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="a grid of stylizations as one batched, compiled job",
         description="Every combination of the listed weights, seeds and styles runs as one "
         "vmapped optimization (sharded over all local devices). Writes each image, "
-        "contact_sheet.png, loss_curves.png and sweep.json into OUTDIR.")
+        "contact_sheet.png, loss_curves.png and sweep.json into OUTDIR. Ctrl-C or SIGTERM "
+        "keeps every run's best image so far and OUTDIR/sweep.ckpt.npz, which --resume "
+        "continues.")
     sweep.add_argument("content", type=Path, help="content photo")
     sweep.add_argument("styles", type=Path, nargs="+", metavar="STYLE", help="style image(s)")
     sweep.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    sweep.add_argument("--resume", action="store_true",
+                       help="continue the interrupted sweep saved in OUTDIR/sweep.ckpt.npz up to "
+                       "--iterations in all (same inputs and settings required)")
     _add_run_options(sweep, sweep=True)
 
     frames = commands.add_parser(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import http.server
+import json
 import os
 import re
 import select
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 
 from conftest import DATA
@@ -178,12 +180,41 @@ def test_signal_at_a_multiscale_stage_change_saves_the_image_so_far(tmp_path):
     assert max(load_image(tmp_path / "out.png").shape[:2]) == 48
 
 
-def test_signal_during_a_sweep_writes_nothing(tmp_path):
-    result = interrupt(["sweep", CONTENT, STYLE, "-o", "runs", *SMALL, "--iterations", "30",
-                        "--style-weight", "100,1000"], tmp_path, when="it/s")
+def test_signal_during_a_sweep_keeps_every_run_and_a_checkpoint_that_resumes(tmp_path):
+    """A sweep runs in chunks of iterations: SIGINT while it iterates writes every run's best
+    image so far and OUTDIR/sweep.ckpt.npz; the same command plus --resume ends the sweep with
+    the images of an uninterrupted one, bit for bit, and removes the checkpoint."""
+    args = ["sweep", CONTENT, STYLE, *SMALL, "--iterations", "30", "--style-weight", "100,1000"]
+    result = interrupt([*args, "-o", "runs"], tmp_path, when="it/s", delay=1.0)
     line = assert_clean_interrupt(result, signal.SIGINT, tmp_path)
-    assert "nothing was written" in line
-    assert list((tmp_path / "runs").iterdir()) == []
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["000_sw100.png", "001_sw1000.png",
+                                                      "sweep.ckpt.npz"]
+    iteration = int(re.search(r"at iteration (\d+);", line).group(1))
+    assert 0 < iteration < 30
+    assert ("kept every run's best image so far (2 images in runs/) and the checkpoint "
+            "runs/sweep.ckpt.npz (continue with the same command plus --resume)") in line
+    for image in ("000_sw100.png", "001_sw1000.png"):
+        run = read_metadata(runs / image)["run"]
+        assert (run["status"], run["iterations"]) == ("interrupted", iteration)
+    done = {}
+    for name, extra in (("resumed", ["-o", "runs", "--resume"]), ("whole", ["-o", "whole"])):
+        done[name] = subprocess.run([sys.executable, "-m", "nst_jax.cli", *map(str, args),
+                                     *extra], cwd=tmp_path, env=environment(tmp_path),
+                                    capture_output=True, text=True, timeout=240)
+        assert done[name].returncode == 0, done[name].stderr
+    assert f"resuming from runs/sweep.ckpt.npz at iteration {iteration}" in \
+        done["resumed"].stderr
+    assert not (runs / "sweep.ckpt.npz").exists() and temporaries(tmp_path) == []
+    for image in ("000_sw100.png", "001_sw1000.png"):
+        np.testing.assert_array_equal(load_image(runs / image), load_image(tmp_path / "whole" /
+                                                                          image))
+        assert read_metadata(runs / image)["run"]["iterations"] == 30
+    report = json.loads((runs / "sweep.json").read_text())
+    assert [len(r["history"]["loss"]) for r in report["runs"]] == [31, 31]
+    whole = json.loads((tmp_path / "whole" / "sweep.json").read_text())
+    assert [r["history"]["loss"] for r in report["runs"]] == \
+        [r["history"]["loss"] for r in whole["runs"]]
 
 
 def test_signal_between_frames_keeps_the_finished_frames(tmp_path):

@@ -459,3 +459,29 @@ def test_loop_mode_equals_single_runs_and_auto_picks_it_for_large_cpu_images(
     assert looped.history["seconds"].shape == (4,)
     with pytest.raises(ValueError, match="mode"):
         stylize_batch(content, [style], mode="fast", **common)
+
+
+def test_sweep_checkpoint_rules_are_checked_before_compute(tmp_path, monkeypatch, capsys):
+    """--resume needs the checkpoint of an interrupted sweep; an existing one is never
+    replaced without --overwrite; one of another sweep is refused, naming what differs."""
+    from nst_jax.cli import main
+    from nst_jax.run import save_checkpoint
+
+    monkeypatch.setenv("NST_JAX_OFFLINE", "1")
+    args = [str(a) for a in SWEEP_ARGS] + ["-o", str(tmp_path / "out")]
+
+    def error(*extra):
+        assert main([*args, *extra]) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[-1].startswith("nst-jax: error: "), lines
+        return lines[-1]
+
+    assert "sweep.ckpt.npz: no checkpoint to resume from" in error("--resume")
+    checkpoint = tmp_path / "out" / "sweep.ckpt.npz"
+    checkpoint.parent.mkdir()
+    save_checkpoint(checkpoint, {}, history={}, meta={"runs": []})
+    assert "an interrupted sweep's checkpoint exists; pass --resume" in error()
+    line = error("--resume")
+    assert "the checkpoint belongs to a different sweep: " in line and "; runs: checkpoint []" in line
+    assert checkpoint.is_file() and sorted(p.name for p in checkpoint.parent.iterdir()) == [
+        "sweep.ckpt.npz"]
