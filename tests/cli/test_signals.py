@@ -341,3 +341,28 @@ def test_a_signal_after_the_last_safe_point_still_sets_the_exit_code(monkeypatch
     assert cli.main(["weights", "info"]) == 128 + signal.SIGTERM
     assert capsys.readouterr().err == ("nst-jax: interrupted (SIGTERM) as the command ended; "
                                        "its outputs were all written\n")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_before_main_installs_its_handling_ends_cleanly(tmp_path, signum):
+    """The moments between the start and ``main`` (imports, ~0.05 s): the signal is held by
+    the first lines of ``nst_jax.cli`` and acted on by main's first check. (Before, SIGTERM
+    killed the process, -15, and SIGINT printed a KeyboardInterrupt traceback.) The console
+    script is imitated: argv[0] is "nst-jax" when the package is imported."""
+    code = ("import os, signal, sys; sys.argv[0] = '/venv/bin/nst-jax'; import nst_jax.cli; "
+            f"os.kill(os.getpid(), {int(signum)}); "
+            "sys.exit(nst_jax.cli.main(['weights', 'info', 'missing.h5']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 128 + signum, proc.stderr
+    assert proc.stderr == (f"nst-jax: interrupted ({signal.Signals(signum).name}) before "
+                           "anything was written\n")
+
+
+def test_importing_the_cli_as_a_library_leaves_the_signals_alone(tmp_path):
+    code = ("import signal, nst_jax.cli; "
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, "
+            "signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["True", "True"], proc.stderr
