@@ -30,7 +30,7 @@ DEFAULTS = {
     "style_layers": ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
     "style_layer_weights": None, "pooling": "max", "optimizer": "jaxopt-lbfgs",
     "iterations": 500, "history_size": 10, "linesearch": "none", "tol": 1e-3, "patience": 10,
-    "init": "content",
+    "init": "content", "learning_rate": 10.0, "first_step": None,
 }
 #: Options that take comma-separated lists in ``sweep`` (one run per value).
 LISTED = ("content_weight", "style_weight", "tv_weight")
@@ -319,8 +319,8 @@ def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
                      help=argparse.SUPPRESS)  # deprecated: no effect (warns)
     opt.add_argument("--pyramid-levels", type=_nonnegative_int, default=None,
                      help=argparse.SUPPRESS)  # deprecated: no effect (warns)
-    opt.add_argument("--learning-rate", type=_positive_float, default=10.0,
-                     help="Adam only (default 10)")
+    opt.add_argument("--learning-rate", type=_positive_float, default=None,
+                     help=f"Adam only (default {DEFAULTS['learning_rate']:g})")
     opt.add_argument("--tol", type=_nonnegative_float, default=None,
                      help="stop when the relative loss decrease stays below this (default "
                      f"{DEFAULTS['tol']:g}; 0: never)")
