@@ -12,7 +12,16 @@ import numpy as np
 from .._errors import NstError
 from .._files import same_file
 from . import _signals
-from ._common import Progress, log_header, make_output_folder, prepare, say, write_json
+from ._common import (
+    Progress,
+    check_resumable,
+    first_state,
+    log_header,
+    make_output_folder,
+    prepare,
+    say,
+    write_json,
+)
 from ._parser import PROG
 
 
@@ -48,13 +57,8 @@ def check_outputs(args, names: list[str]) -> None:
     outdir = args.output
     if outdir.exists() and not outdir.is_dir():
         raise NstError(f"{outdir}: exists and is not a folder")
-    checkpoint = outdir / CHECKPOINT
-    if args.resume and not checkpoint.is_file():
-        raise NstError(f"{checkpoint}: no checkpoint to resume from (a sweep writes one when "
-                       "it is interrupted); start the sweep without --resume")
-    if not args.resume and checkpoint.exists() and not args.overwrite:
-        raise NstError(f"{checkpoint}: an interrupted sweep's checkpoint exists; pass --resume "
-                       "to continue it or --overwrite to start again")
+    check_resumable(outdir / CHECKPOINT, resume=args.resume, overwrite=args.overwrite,
+                    what="sweep")
     existing = [name for name in names if (outdir / name).exists()]
     if existing and not (args.overwrite or args.resume):
         raise NstError(f"{outdir / existing[0]}: already exists; pass --overwrite to replace it")
@@ -75,14 +79,8 @@ def command(args) -> int:
     from .._plots import loss_plot
     from ..images import save_image
     from ..quality import contact_sheet
-    from ..run import load_checkpoint, stylize_batch
-    from ..run._checkpoint import (
-        config_dict,
-        file_fingerprint,
-        meta_differences,
-        read_checkpoint_meta,
-        remove_stray_temporaries,
-    )
+    from ..run import stylize_batch
+    from ..run._checkpoint import config_dict, file_fingerprint, remove_stray_temporaries
 
     grid = sweep_grid(args)
     labels = [f"{i:03d}_{run_label(run, args)}" for i, run in enumerate(grid)]
@@ -109,12 +107,6 @@ def command(args) -> int:
         "style_layer_weights": args.style_layer_weights, "init": args.init,
         "weights": prepared.record,
     }
-    if args.resume:
-        differences = meta_differences(read_checkpoint_meta(checkpoint), run_meta)
-        if differences:
-            raise NstError(f"{checkpoint}: the checkpoint belongs to a different sweep: "
-                           f"{'; '.join(differences)}. Resume with the original inputs and "
-                           "settings, or pass --overwrite without --resume to start again")
     batch = {"params": prepared.weights, "config": prepared.config, "solver": prepared.solver,
              "content_weight": [r["content_weight"] for r in grid],
              "style_weight": [r["style_weight"] for r in grid],
@@ -122,16 +114,9 @@ def command(args) -> int:
              "style_layer_weights": args.style_layer_weights,
              "style_index": [r["style"] for r in grid], "seeds": [r["seed"] for r in grid],
              "init": args.init, "tol": args.tol, "patience": args.patience}
-    try:  # iteration 0 first (this compiles): fresh and resumed sweeps continue alike
-        first = stylize_batch(prepared.content, prepared.styles, iterations=0, **batch)
-        _signals.check()
-    except _signals.Interrupted as interrupt:
-        say(f"{PROG}: interrupted ({interrupt}) before the first iteration; nothing was written")
-        return interrupt.exit_code
-    state, history = first.state, first.history
-    if args.resume:
-        state, history, _ = load_checkpoint(checkpoint, first.state)
-        say(f"resuming from {checkpoint} at iteration {int(np.min(state.iteration))}")
+    first, state, history = first_state(
+        lambda: stylize_batch(prepared.content, prepared.styles, iterations=0, **batch),
+        checkpoint, resume=args.resume, meta=run_meta, what="sweep")
     progress = Progress(args.iterations, args.quiet)
 
     def callback(state, records):

@@ -480,8 +480,9 @@ def test_sweep_checkpoint_rules_are_checked_before_compute(tmp_path, monkeypatch
     checkpoint = tmp_path / "out" / "sweep.ckpt.npz"
     checkpoint.parent.mkdir()
     save_checkpoint(checkpoint, {}, history={}, meta={"runs": []})
-    assert "an interrupted sweep's checkpoint exists; pass --resume" in error()
+    assert "a checkpoint of an earlier sweep exists; pass --resume" in error()
     line = error("--resume")
-    assert "the checkpoint belongs to a different sweep: " in line and "; runs: checkpoint []" in line
+    assert "the checkpoint belongs to a different sweep: " in line
+    assert "; runs: checkpoint []" in line
     assert checkpoint.is_file() and sorted(p.name for p in checkpoint.parent.iterdir()) == [
         "sweep.ckpt.npz"]
