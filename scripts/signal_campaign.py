@@ -10,6 +10,12 @@ terminal's Ctrl-C does) at a moment drawn at random: during start-up, right afte
 "compiling..." line, during iterations, while a temporary file of a write exists (saving), at a
 multi-scale stage change, between frames, during a download, or anywhere in the run.
 
+Sweeps are checked for what they promise: interrupted after an iteration, every run's image
+(its metadata saying interrupted, at the iteration the line gives) and the checkpoint; finished,
+every image at the full count, ``sweep.json`` and no checkpoint (after the resume too). The
+``launch`` trigger sends the signal within 0.15 s of the start (Python starting, nst_jax
+importing): such runs must end as cleanly as later ones.
+
 Runs go on until ``--runs`` runs got a signal (a run that ends before its drawn moment gets
 none, and is checked as a run that must end cleanly with exit 0). Checked per run: the exit
 code is 128 + the first signal (0 is accepted only if the run had already printed its final
@@ -127,7 +133,8 @@ def scenario(name: str, folder: Path, url: str) -> tuple[list[str], dict[str, st
         return (["stylize", content, style, "-o", str(out / "out.png"), "--size", "48",
                  "--scales", "32", "--scale-iterations", "6,6", *common], {}, out)
     if name == "sweep":
-        return (["sweep", content, style, "-o", str(out), "--size", "32", "--iterations", "6",
+        return (["sweep", content, style, "-o", str(out), "--size", "32", "--iterations",
+                 str(SWEEP_ITERATIONS),
                  "--style-weight", "100,1000", *common], {}, out)
     if name == "frames":
         return (["stylize-frames", str(make_frames(folder)), style, "-o", str(out), "--size",
@@ -149,6 +156,7 @@ SCENARIOS = {"single": 0.36, "plain": 0.1, "multiscale": 0.14, "sweep": 0.12, "f
              "download": 0.08, "pip": 0.08}
 # trigger -> (marker awaited in stderr or None for the launch, extra delay range in s)
 TRIGGERS = {
+    "launch": (None, (0.0, 0.15)),  # the first moments: Python starting, nst_jax importing
     "startup": (None, (0.3, 5.0)),
     "compile": ("compiling...", (0.0, 4.0)),
     "iterating": ("it/s", (0.0, 2.0)),
@@ -161,13 +169,17 @@ TRIGGERS = {
 }
 SCENARIO_TRIGGERS = {
     "single": {"startup": 2, "compile": 4, "iterating": 2, "saving": 3, "anywhere": 2},
-    "plain": {"startup": 1, "compile": 2, "iterating": 2, "anywhere": 1},
+    "plain": {"launch": 1, "startup": 1, "compile": 2, "iterating": 2, "anywhere": 1},
     "multiscale": {"compile": 2, "stage": 3, "iterating": 1, "anywhere": 1},
-    "sweep": {"startup": 1, "compile": 3, "iterating": 2, "anywhere": 1},
+    "sweep": {"launch": 1, "startup": 1, "compile": 2, "iterating": 4, "saving": 1,
+              "anywhere": 2},
     "frames": {"compile": 2, "frame": 3, "saving": 1, "anywhere": 1},
     "download": {"download": 3, "startup": 1},
     "pip": {"pip": 4, "startup": 1},
 }
+#: The images of the sweep scenario's two runs.
+SWEEP_RUNS = ("000_sw100.png", "001_sw1000.png")
+SWEEP_ITERATIONS = 6
 FINAL = re.compile(r"^(\S.*\d+ iterations, \d+ evaluations|.*scales \[.*iterations; wrote|"
                    r"\d+ runs on |wrote \d+ frames)", re.M)
 
@@ -304,8 +316,11 @@ def run_once(index: int, rng: random.Random, root: Path, url: str, python: str) 
         time.sleep(0.5)
         if pip_alive(folder):
             problems.append("pip still running: after the run ended")
-    checkpoint = inspect / "out.ckpt.npz"
+    checkpoint = inspect / ("sweep.ckpt.npz" if name == "sweep" else "out.ckpt.npz")
     record["checkpoint"] = checkpoint.exists()
+    record["interrupted_line"] = (interrupted + again + [""])[0][:200]
+    if name == "sweep":
+        problems += check_sweep(inspect, record["interrupted_line"], code, again)
     if checkpoint.exists():
         resumed = subprocess.run([python, "-m", "nst_jax.cli", *args, "--resume"], cwd=folder,
                                  env=environment(extra), stdin=subprocess.DEVNULL,
@@ -315,9 +330,43 @@ def run_once(index: int, rng: random.Random, root: Path, url: str, python: str) 
             tail = resumed.stderr.strip().splitlines()[-1:] or ["(no output)"]
             problems.append(f"resume failed: exit {resumed.returncode}: {tail[0][:100]}")
         problems += check_outputs(inspect)
-    record["interrupted_line"] = (interrupted + again + [""])[0][:160]
+        if name == "sweep":
+            problems += check_sweep(inspect, "", resumed.returncode, [])
     record["stderr_tail"] = stderr[-600:]
     return record
+
+
+def check_sweep(folder: Path, line: str, code: int, forced: list[str]) -> list[str]:
+    """The sweep's promise: interrupted after an iteration, every run's best image so far (its
+    metadata: interrupted, at the iteration the line gives) and the checkpoint; finished (exit
+    0), every image at the full iteration count, the report, and no checkpoint."""
+    from nst_jax.images import read_metadata
+
+    if forced:
+        return []  # a second signal: only "no partial file", checked for every run
+    bad = []
+    kept = re.search(r"at iteration (\d+)(?:-(\d+))?; kept every run's best image", line)
+    if code == 0 or "as the command ended" in line:
+        expected, checkpoint = (SWEEP_ITERATIONS,) * 2, False
+        if not (folder / "sweep.json").is_file():
+            bad.append("sweep image missing: sweep.json after a finished sweep")
+    elif kept:
+        expected, checkpoint = (int(kept.group(1)), int(kept.group(2) or kept.group(1))), True
+    else:
+        return []  # interrupted before the first iteration: nothing was promised
+    if (folder / "sweep.ckpt.npz").exists() != checkpoint:
+        bad.append(f"sweep checkpoint: {'missing' if checkpoint else 'left after the end'}")
+    for name in SWEEP_RUNS:
+        try:
+            run = read_metadata(folder / name)["run"]
+        except (OSError, TypeError, KeyError, ValueError) as err:
+            bad.append(f"sweep image missing: {name} ({err})")
+            continue
+        if not expected[0] <= run["iterations"] <= expected[1] or (
+                checkpoint and run["status"] != "interrupted"):
+            bad.append(f"sweep image: {name} holds iteration {run['iterations']} "
+                       f"({run['status']}), expected {expected}")
+    return bad
 
 
 def check_outputs(folder: Path) -> list[str]:
@@ -402,7 +451,8 @@ def main() -> int:
     kinds = collections.Counter(p.split(":")[0] for r in records for p in r["problems"])
     for kind in ("crash", "hung", "traceback", "exit code", "interrupted lines", "message repeated",
                  "error line", "temporary files left", "unreadable image", "partial weights file",
-                 "resume failed", "pip still running"):
+                 "resume failed", "pip still running", "sweep image missing", "sweep image",
+                 "sweep checkpoint"):
         print(f"  {kind}: {kinds.get(kind, 0)}")
     failed = [r for r in records if r["problems"]]
     print(f"runs with a problem: {len(failed)} of {len(records)}")

@@ -86,6 +86,8 @@ def test_parser_choices_and_defaults_are_the_librarys():
     assert defaults["optimizer"] == solver.name
     assert defaults["history_size"] == solver.history_size
     assert defaults["linesearch"] == solver.linesearch
+    assert defaults["learning_rate"] == solver.learning_rate
+    assert defaults["first_step"] is None  # None: SolverConfig's own default
     assert (defaults["iterations"], defaults["tol"], defaults["patience"]) == (
         run.DEFAULT_ITERATIONS, run.DEFAULT_TOL, run.DEFAULT_PATIENCE)
     assert (stylize_defaults["iterations"], stylize_defaults["tol"],

@@ -2,22 +2,53 @@
 
 ``main`` parses without importing JAX (``--help`` answers at once), installs the signal handling
 of :mod:`._signals`, and turns user errors into one ``nst-jax: error: ...`` line and exit 1.
+
+When this package is imported to start the program (the ``nst-jax`` script, ``python -m
+nst_jax.cli``), its first lines already hold SIGINT, SIGTERM and SIGHUP: until ``main`` installs
+the real handling (imports and the parser take ~0.05 s), Python's default actions would apply
+(a KeyboardInterrupt traceback, or death by SIGTERM with no message), and a signal in those
+moments must end as cleanly as a later one. What remains before these lines is Python's own
+start-up.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
-from collections.abc import Sequence
 
-from .._errors import NstError
-from . import _signals
-from ._parser import PROG, build_parser
+#: Signals that came before ``main`` installed the real handling (only the first one counts).
+EARLY: list[int] = []
+
+
+def _hold(signum, frame) -> None:
+    EARLY.append(signum)
+
+
+def _starts_the_program() -> bool:
+    """Whether this import is the start of ``nst-jax`` (not a library caller's import)."""
+    argv = getattr(sys, "orig_argv", [])
+    if "-m" in argv:
+        return argv[argv.index("-m") + 1:argv.index("-m") + 2] == ["nst_jax.cli"]
+    return bool(sys.argv) and sys.argv[0].rsplit("/", 1)[-1].startswith("nst-jax")
+
+
+if _starts_the_program():
+    for _name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, _name):
+            signal.signal(getattr(signal, _name), _hold)
+
+from collections.abc import Sequence  # noqa: E402 (after the handlers, on purpose)
+
+from .._errors import NstError  # noqa: E402
+from . import _signals  # noqa: E402
+from ._parser import PROG, build_parser  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``nst-jax``; returns the exit code."""
-    # First of all: a signal from here on is recorded, never a KeyboardInterrupt traceback.
-    _signals.install()
+    # First of all: a signal from here on is recorded, never a KeyboardInterrupt traceback;
+    # one held since the start is acted on by the first check below.
+    _signals.install(early=EARLY[:1])
     args = build_parser().parse_args(argv)
     try:
         _signals.check()

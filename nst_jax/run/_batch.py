@@ -29,7 +29,9 @@ from ..solvers import SolverConfig
 from ._distributed import check_same_on_every_process, put, to_host
 from ._loop import (
     BOUNDS,
+    MAX_ITERATIONS,
     RUNNING,
+    OptState,
     chunk_size,
     compile_cached,
     drive,
@@ -41,9 +43,10 @@ from ._stylize import (
     DEFAULT_ITERATIONS,
     DEFAULT_PATIENCE,
     DEFAULT_TOL,
+    _init_jit,
+    _targets_jit,
     initial_image,
     resolve_solver,
-    stylize,
 )
 
 
@@ -58,6 +61,9 @@ class BatchResult(NamedTuple):
         status: per lane, why it stopped.
         compile_seconds: time spent compiling in this call (0 when reused).
         devices: number of devices the batch was sharded over.
+        state: the final :class:`~nst_jax.OptState` of every lane, (B, ...) NumPy arrays:
+            continue the runs with ``stylize_batch(..., state=state)``, or checkpoint them
+            (:func:`~nst_jax.run.save_checkpoint`).
     """
 
     images: np.ndarray
@@ -67,6 +73,7 @@ class BatchResult(NamedTuple):
     status: list[str]
     compile_seconds: float
     devices: int
+    state: OptState
 
 
 #: Above this many pixels per image, ``stylize_batch(mode="auto")`` runs the lanes one after the
@@ -80,38 +87,77 @@ CPU_VMAP_MAX_PIXELS = 128 * 128
 
 
 def _loop(content, styles, params, config, solver, weights, index, seeds, init, iterations,
-          tol, patience, callback) -> BatchResult:
-    """``stylize_batch`` as a Python loop of :func:`stylize` runs, with the same result layout
-    (histories padded by repeating each run's last row). ``callback`` sees each run as a batch
-    of one."""
-    lane_callback = None if callback is None else (
-        lambda state, records: callback(jax.tree.map(lambda x: x[None], state),
-                                        jax.tree.map(lambda x: x[:, None], records)))
-    results = []
-    for b in range(len(index)):
-        results.append(stylize(
-            content, styles[int(index[b])], params=params, config=config, solver=solver,
-            content_weight=weights.content[b], style_weight=weights.style[b],
-            tv_weight=weights.tv[b], content_layer_weights=weights.content_layers[b],
-            style_layer_weights=weights.style_layers[b], init=init,
-            key=jax.random.key(int(seeds[b])), iterations=iterations, tol=tol,
-            patience=patience, callback=lane_callback))
-    rows = max(len(r.history["loss"]) for r in results)
-    pad = lambda v: np.concatenate([v, np.repeat(v[-1:], rows - len(v), 0)])
-    history = {k: np.stack([pad(r.history[k]) for r in results], axis=1)
-               for k in ("loss", *TERMS, "evaluations")}
-    # Seconds since the start of the job at which every run had reached that row.
-    offsets = np.cumsum([0.0] + [r.history["seconds"][-1] for r in results[:-1]])
-    history["seconds"] = pad(results[-1].history["seconds"]) + offsets[-1]
+          tol, patience, callback, state) -> BatchResult:
+    """``stylize_batch`` lane by lane on one device, with the compiled program :func:`stylize`
+    runs: each chunk advances every running lane in turn (a stopped lane costs nothing), so
+    all runs progress together and a callback that stops the job finds every run with its best
+    image so far. Each lane's result equals :func:`stylize`'s, bit for bit."""
+    start = time.perf_counter()
+    # Targets and loss weights as stylize builds them, so every lane runs stylize's program.
+    targets = [_targets_jit(params, content, [style], config) for style in styles]
+    lane_weights = [jax.tree.map(lambda x, b=b: x[b], weights) for b in range(len(index))]
+    limits = (jnp.int32(iterations), jnp.float32(tol), jnp.int32(max(patience, 1)))
+    if state is None:
+        lanes = [_init_jit(initial_image(init, content, styles[i], key=jax.random.key(int(seed)),
+                                         preprocessing=config.preprocessing),
+                           params, targets[i], w, config, solver)
+                 for i, seed, w in zip(index, seeds, lane_weights)]
+    else:
+        lanes = [jax.tree.map(lambda x, b=b: jnp.asarray(x[b]), state) for b in range(len(index))]
+    steps = chunk_size(content.shape[0] * content.shape[1], None)
+    compiled, compile_seconds = compile_cached(
+        run_steps, (lanes[0], params, targets[index[0]], lane_weights[0], limits), config=config,
+        solver=solver, steps=steps)
+
+    def chunk(_):
+        rows = []
+        for b, lane in enumerate(lanes):
+            if int(lane.status) == RUNNING and int(lane.iteration) < iterations:
+                lanes[b], records = compiled(lane, params, targets[index[b]], lane_weights[b],
+                                             limits)
+            else:  # a stopped lane repeats its values, as under vmap
+                records = {"loss": jnp.broadcast_to(lane.loss, (steps,)),
+                           "terms": jnp.broadcast_to(lane.terms, (steps, len(TERMS))),
+                           "evaluations": jnp.broadcast_to(lane.evaluations, (steps,)),
+                           "active": jnp.zeros((steps,), bool)}
+            rows.append(records)
+        return _stack(lanes), jax.tree.map(lambda *r: jnp.stack(r, axis=1), *rows)
+
+    state, history, status = drive(chunk, _stack(lanes), (), iterations=iterations, start=start,
+                                   compile_seconds=compile_seconds, callback=callback)
+    return _result(state, history, status, len(index), compile_seconds, 1)
+
+
+def _stack(lanes):
+    return jax.tree.map(lambda *x: jnp.stack(x), *lanes)
+
+
+def _result(state, history, status, batch: int, compile_seconds: float,
+            devices: int) -> BatchResult:
+    """The first ``batch`` lanes (the rest are padding) of a finished :func:`drive`."""
+    state = jax.tree.map(lambda x: to_host(x)[:batch], state)
     return BatchResult(
-        images=np.stack([r.image for r in results]),
-        history=history,
-        iterations=np.array([r.iterations for r in results]),
-        evaluations=np.array([r.evaluations for r in results]),
-        status=[r.status for r in results],
-        compile_seconds=sum(r.compile_seconds for r in results),
-        devices=1,
+        images=np.clip(state.best_image, *BOUNDS),
+        history={k: (v if k == "seconds" else v[:, :batch]) for k, v in history.items()},
+        iterations=state.iteration,
+        evaluations=state.evaluations,
+        status=[status_name(int(code)) for code in np.asarray(status)[:batch]],
+        compile_seconds=compile_seconds,
+        devices=devices,
+        state=state,
     )
+
+
+def _continued(state: OptState, batch: int) -> OptState:
+    """A batch state to continue from (``BatchResult.state``, or a checkpoint of it): lanes
+    that stopped at the iteration limit run on to the new limit; converged or non-finite lanes
+    stay stopped, as they would have in one uninterrupted run."""
+    sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else 0 for leaf in jax.tree.leaves(state)}
+    if sizes != {batch}:
+        raise ValueError(f"state: holds {sorted(sizes)} lanes, this batch has {batch} runs")
+    status = np.asarray(state.status)
+    return state._replace(status=np.where(status == MAX_ITERATIONS, RUNNING, status)
+                          .astype(status.dtype))
 
 
 def _lane_targets(content_features, style_grams, style_index):
@@ -215,17 +261,19 @@ def stylize_batch(
     devices: Sequence[Any] | None = None,
     callback=None,
     mode: str = "auto",
+    state: OptState | None = None,
 ) -> BatchResult:
     """Run B stylizations of one content image as one vmapped, compiled optimization.
 
-    ``mode``: ``"vmap"`` (one compiled program for all runs), ``"loop"`` (one :func:`stylize`
-    per run, same results), or ``"auto"``: vmap, except on a single CPU device for images
-    above ``CPU_VMAP_MAX_PIXELS``, where batching measured slower than a loop (see that
-    constant), so a sweep is never slower than running it yourself.
+    ``mode``: ``"vmap"`` (one compiled program for all runs), ``"loop"`` (the runs in turn,
+    each chunk with :func:`stylize`'s program; the same results), or ``"auto"``: vmap, except
+    on a single CPU device for images above ``CPU_VMAP_MAX_PIXELS``, where batching measured
+    slower than a loop (see that constant), so a sweep is never slower than running it
+    yourself.
 
     ``content_weight=None`` and ``tv_weight=None``: :func:`~nst_jax.content_weight_for` and
-    :func:`~nst_jax.tv_weight_for` the content's size, as in :func:`~nst_jax.stylize`. Per-run arguments are either one value (shared) or a length-B
-    array: ``content_weight``,
+    :func:`~nst_jax.tv_weight_for` the content's size, as in :func:`~nst_jax.stylize`. Per-run
+    arguments are either one value (shared) or a length-B array: ``content_weight``,
     ``style_weight``, ``tv_weight`` (B,), ``style_layer_weights`` (B, L), ``style_index`` (B,)
     (which of ``styles`` each run uses), ``seeds`` (B,) (keys for ``init="noise"``). The style
     Grams are computed once per style image and shared by the runs that use it; the content
@@ -250,6 +298,12 @@ def stylize_batch(
 
     Changing any weight value, seed or style *content* of the same shapes reuses the compiled
     program (a memo keyed on shapes and static settings).
+
+    ``callback(state, records)`` runs after each compiled chunk (an iteration, on CPU) with
+    the (B, ...) state and (steps, B) records; returning True ends the job there, with the
+    result so far. ``state`` (``BatchResult.state``, or a checkpoint of it) continues those runs
+    up to ``iterations`` in all, as if they had not stopped (lanes at the old iteration limit
+    run on; converged ones stay converged).
     """
     config, params = with_weights(config or StyleConfig(), params)
     solver = resolve_solver(config, solver)
@@ -279,6 +333,8 @@ def stylize_batch(
     if index.min() < 0 or index.max() >= len(styles):
         raise ValueError(f"style_index must be in [0, {len(styles)}), got {index.tolist()}")
     seeds = np.broadcast_to(np.arange(batch) if seeds is None else np.asarray(seeds), (batch,))
+    if state is not None:
+        state = _continued(state, batch)
 
     devices = list(devices) if devices is not None else jax.local_devices()
     if mode not in ("auto", "vmap", "loop"):
@@ -288,7 +344,7 @@ def stylize_batch(
         mode = "loop" if large and len(devices) == 1 and devices[0].platform == "cpu" else "vmap"
     if mode == "loop":
         return _loop(content, styles, params, config, solver, weights, index, seeds, init,
-                     iterations, tol, patience, callback)
+                     iterations, tol, patience, callback, state)
     mesh = Mesh(np.array(devices), ("batch",))
     lanes = NamedSharding(mesh, PartitionSpec("batch"))
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -306,23 +362,27 @@ def stylize_batch(
     content_features = per_style[0].content_features
     style_grams = tuple(jnp.stack([t.style_grams[i] for t in per_style])
                         for i in range(n_style))
-    images = jnp.stack([
-        initial_image(init, content, styles[i], key=jax.random.key(int(seed)),
-                      preprocessing=config.preprocessing)
-        for i, seed in zip(index, seeds)
-    ])
-
+    if state is None:
+        images = jnp.stack([
+            initial_image(init, content, styles[i], key=jax.random.key(int(seed)),
+                          preprocessing=config.preprocessing)
+            for i, seed in zip(index, seeds)
+        ])
     padded = -(-batch // len(devices)) * len(devices)
     pad = lambda x: jnp.concatenate([x, jnp.repeat(x[:1], padded - batch, 0)])
-    images, weights, index = put(jax.tree.map(pad, (images, weights, jnp.asarray(index))), lanes)
+    weights, index = put(jax.tree.map(pad, (weights, jnp.asarray(index))), lanes)
     shared = put((params, content_features, style_grams), replicated)
     limits = put((jnp.int32(iterations), jnp.float32(tol), jnp.int32(max(patience, 1))),
                  replicated)
-
-    init_fn, init_seconds = compile_cached(
-        _batched_init, (images, weights, index, *shared), config=config, solver=solver,
-        lanes=lanes)
-    state = init_fn(images, weights, index, *shared)
+    init_seconds = 0.0
+    if state is None:
+        images = put(pad(images), lanes)
+        init_fn, init_seconds = compile_cached(
+            _batched_init, (images, weights, index, *shared), config=config, solver=solver,
+            lanes=lanes)
+        state = init_fn(images, weights, index, *shared)
+    else:
+        state = put(jax.tree.map(pad, state), lanes)
     steps = chunk_size(content.shape[0] * content.shape[1] * padded // len(devices), None)
     run_fn, run_seconds = compile_cached(
         _batched_run, (state, weights, index, *shared, limits), config=config, solver=solver,
@@ -330,14 +390,4 @@ def stylize_batch(
     state, history, status = drive(
         run_fn, state, (weights, index, *shared, limits), iterations=iterations, start=start,
         compile_seconds=init_seconds + run_seconds, callback=callback)
-    keep = slice(0, batch)
-    return BatchResult(
-        images=np.clip(to_host(state.best_image)[keep], *BOUNDS),
-        history={k: (v if k == "seconds" else v[:, keep]) for k, v in history.items()},
-        iterations=to_host(state.iteration)[keep],
-        evaluations=to_host(state.evaluations)[keep],
-        status=[status_name(int(code)) for code in np.asarray(status)[keep]],
-        compile_seconds=init_seconds + run_seconds,
-        devices=len(devices),
-    )
-
+    return _result(state, history, status, batch, init_seconds + run_seconds, len(devices))

@@ -11,9 +11,9 @@ a damaged file is detected on load) holding:
 * ``history/<name>``: the loss history so far (``loss``, ``content``, ``style``, ``tv``,
   ``evaluations``, ``seconds``; one row per iteration, row 0 the initial image).
 * ``meta``: UTF-8 JSON: ``format``, ``format_version``, ``nst_jax`` version, ``iteration``,
-  ``evaluations``, ``leaves`` (the key paths in tree order: the tree structure, checked on
-  load), ``key_impls``, plus the caller's settings (for the CLI: input files with their SHA-256,
-  size, :class:`~nst_jax.StyleConfig`, loss weights, seed, weights).
+  ``evaluations`` (lists for a batch), ``leaves`` (the key paths in tree order: the tree
+  structure, checked on load), ``key_impls``, plus the caller's settings (for the CLI: input
+  files with their SHA-256, size, :class:`~nst_jax.StyleConfig`, loss weights, seed, weights).
 
 Files are written to a temporary file in the same folder and renamed into place, so a reader
 (or a run killed mid-write) only ever sees a complete old or a complete new checkpoint.
@@ -87,8 +87,9 @@ def save_checkpoint(path: str | os.PathLike, state: OptState, *,
         arrays[f"history/{name}"] = np.asarray(values)
     full_meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "nst_jax": __version__,
-        "iteration": int(getattr(state, "iteration", -1)),
-        "evaluations": int(getattr(state, "evaluations", -1)),
+        # One number, or one per lane for the (B, ...) state of a batch.
+        "iteration": np.asarray(getattr(state, "iteration", -1)).tolist(),
+        "evaluations": np.asarray(getattr(state, "evaluations", -1)).tolist(),
         "leaves": leaves,
         "key_impls": key_impls, **meta,
     }

@@ -17,8 +17,8 @@ import warnings
 
 from ._base import Solver
 from ._box import reflect
-from ._jaxopt import FIRST_STEP, LINESEARCHES, LbfgsState, lbfgs
-from ._optax import OptaxState, adam, optax_lbfgs
+from ._jaxopt import FIRST_STEP, LINESEARCHES, LbfgsState, check_lbfgs, lbfgs
+from ._optax import OptaxState, adam, check_adam, optax_lbfgs
 
 NAMES = ("jaxopt-lbfgs", "optax-lbfgs", "adam")
 #: Names kept for one release; each warns and means the solver given here.
@@ -54,14 +54,11 @@ class SolverConfig:
             object.__setattr__(self, "name", DEPRECATED_NAMES[self.name])
         if self.name not in NAMES:
             raise ValueError(f"optimizer must be one of {NAMES}, got {self.name!r}")
-        if self.linesearch not in LINESEARCHES:
-            raise ValueError(f"linesearch must be one of {LINESEARCHES}, got {self.linesearch!r}")
-        if self.history_size < 1:
-            raise ValueError(f"history_size must be at least 1, got {self.history_size}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not self.first_step > 0:
-            raise ValueError(f"first_step must be positive, got {self.first_step}")
+        # The solvers' own checks, on every field (a config is refused when it is made, not
+        # when a run builds its solver).
+        check_lbfgs(history_size=self.history_size, linesearch=self.linesearch,
+                    first_step=self.first_step)
+        check_adam(learning_rate=self.learning_rate)
 
     @classmethod
     def from_settings(cls, settings: dict) -> SolverConfig:

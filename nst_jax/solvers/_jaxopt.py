@@ -68,6 +68,17 @@ class LbfgsState(NamedTuple):
         return self.inner.num_fun_eval.astype(jnp.int32)
 
 
+def check_lbfgs(*, history_size: int, linesearch: str, first_step: float) -> None:
+    """Raise ValueError for settings :func:`lbfgs` cannot run (also what
+    :class:`~nst_jax.solvers.SolverConfig` checks)."""
+    if linesearch not in LINESEARCHES:
+        raise ValueError(f"linesearch must be one of {LINESEARCHES}, got {linesearch!r}")
+    if history_size < 1:
+        raise ValueError(f"history_size must be at least 1, got {history_size}")
+    if not first_step > 0:
+        raise ValueError(f"first_step must be positive, got {first_step}")
+
+
 def lbfgs(fun, *, bounds: tuple[float, float] = (0.0, 255.0), history_size: int = 10,
           linesearch: str = "none", first_step: float = FIRST_STEP) -> Solver:
     """jaxopt's L-BFGS on ``fun(reflect(u), *args)``.
@@ -84,12 +95,7 @@ def lbfgs(fun, *, bounds: tuple[float, float] = (0.0, 255.0), history_size: int 
     Returns:
         :class:`~nst_jax.solvers.Solver` over :class:`LbfgsState`.
     """
-    if linesearch not in LINESEARCHES:
-        raise ValueError(f"linesearch must be one of {LINESEARCHES}, got {linesearch!r}")
-    if history_size < 1:
-        raise ValueError(f"history_size must be at least 1, got {history_size}")
-    if not first_step > 0:
-        raise ValueError(f"first_step must be positive, got {first_step}")
+    check_lbfgs(history_size=history_size, linesearch=linesearch, first_step=first_step)
     low, high = bounds
     step = {"stepsize": 1.0} if linesearch == "none" else {"linesearch": linesearch}
     inner = jaxopt.LBFGS(fun=reflected(fun, low, high), has_aux=True, history_size=history_size,

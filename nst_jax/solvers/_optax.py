@@ -78,6 +78,13 @@ def optax_lbfgs(fun, *, bounds: tuple[float, float] = (0.0, 255.0),
     return Solver(init, update)
 
 
+def check_adam(*, learning_rate: float) -> None:
+    """Raise ValueError for settings :func:`adam` cannot run (also what
+    :class:`~nst_jax.solvers.SolverConfig` checks)."""
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+
+
 def adam(fun, *, bounds: tuple[float, float] = (0.0, 255.0), learning_rate: float = 10.0
          ) -> Solver:
     """Projected Adam: ``x <- clip(x + adam_step(g))`` with ``optax.adam(learning_rate)``.
@@ -86,8 +93,7 @@ def adam(fun, *, bounds: tuple[float, float] = (0.0, 255.0), learning_rate: floa
         fun: ``fun(x, *args) -> (value, aux)``, differentiable in x.
         learning_rate: Adam's step size, in the units of x (pixel levels for an image).
     """
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+    check_adam(learning_rate=learning_rate)
     low, high = bounds
     transform = optax.adam(learning_rate)
     value_and_grad = jax.value_and_grad(fun, has_aux=True)

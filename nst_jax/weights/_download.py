@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .._errors import WeightsError
 from .._files import atomic_file, check_folder_writable
-from ._paths import ENV_VAR, FILENAME, cache_dir
+from ._paths import ENV_VAR, FILENAME, weights_target
 
 #: Where Keras itself downloads the file (keras/src/applications/vgg19.py), then a mirror.
 URLS = (
@@ -43,7 +43,8 @@ def download_weights(
     download never leaves a file that looks valid.
 
     Args:
-        dest: target file or folder (default: the user cache folder).
+        dest: target file or folder (default: the user cache folder); a file there is
+            replaced once the new one is verified (:func:`download_pretrained` refuses to).
         urls: sources, tried in order.
         size, md5: what the file must be.
         progress: called as ``progress(bytes_done, bytes_total)`` as bytes arrive; an exception
@@ -57,9 +58,7 @@ def download_weights(
     Raises:
         WeightsError: every source failed; the message lists why each did.
     """
-    dest = Path(dest) if dest is not None else cache_dir()
-    if dest.is_dir() or dest.suffix == "":
-        dest = dest / FILENAME
+    dest = weights_target("exact", dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

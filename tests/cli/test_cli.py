@@ -224,3 +224,33 @@ def test_h5_fixture_has_keras_layout(weights_files):
     with h5py.File(weights_files["canonical"]) as handle:
         assert "block1_conv1_W_1:0" in handle["block1_conv1"]
         assert b"block1_pool" in list(handle.attrs["layer_names"])
+
+
+@pytest.mark.parametrize("source", ["exact", "auto"])
+@pytest.mark.parametrize("as_folder", [False, True])
+def test_weights_download_never_replaces_a_file_that_is_not_the_weights(junk_server, tmp_path,
+                                                                        source, as_folder):
+    """-o naming a file that is there (a photo; or, for a folder, a file under the weights'
+    name): refused before anything is fetched, the file untouched; --overwrite lets the
+    download go on (here it fails at the junk mirror, and the file is still kept)."""
+    from nst_jax.weights import FILENAME
+
+    photo = tmp_path / ("w" if as_folder else "photo.h5")
+    if as_folder:
+        photo.mkdir()
+        photo = photo / FILENAME
+    photo.write_bytes(b"\xff\xd8 a photo, not weights")
+    args = ["weights", "download", "--source", source, "-o", photo.parent if as_folder else photo,
+            "--url", f"{junk_server}/vgg19.h5"]
+    env = {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": f"{junk_server}/simple",
+           "PIP_RETRIES": "0"}
+    proc = run_cli(*args, cwd=tmp_path, env=env)
+    assert_clean_failure(proc, f"{photo}: already exists and does not hold the exact VGG-19 "
+                         "weights; pass --overwrite to replace it")
+    assert "downloading" not in proc.stderr and "server announces" not in proc.stderr
+    assert photo.read_bytes() == b"\xff\xd8 a photo, not weights"
+    if source == "exact":  # auto would go on to pip; the exact source shows the point
+        proc = run_cli(*args, "--overwrite", cwd=tmp_path, env=env)
+        assert_clean_failure(proc, "no pretrained VGG-19 weights could be obtained")
+        assert "server announces 1000 bytes" in proc.stderr  # it did try
+        assert photo.read_bytes() == b"\xff\xd8 a photo, not weights"  # a failed try keeps it

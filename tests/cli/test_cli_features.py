@@ -132,6 +132,35 @@ def test_preset_sets_conventions_and_explicit_options_win(tmp_path, weights, cap
     assert settings["init"] == "gaussian" and settings["content_weight"] == 5.0
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "jaxopt-lbfgs"])
+def test_a_preset_may_set_every_solver_field(monkeypatch, capsys, optimizer):
+    """A preset's learning_rate or first_step configures the solver, as its history_size
+    does (they reached StyleConfig, which refused first_step and let learning_rate go
+    unused); explicit options still win."""
+    import dataclasses
+
+    from nst_jax import presets
+    from nst_jax.cli._common import apply_preset, solver_config, style_config
+    from nst_jax.cli._parser import build_parser
+
+    custom = dataclasses.replace(presets.get_preset("gatys2016"), solver_kwargs={
+        "name": optimizer, "learning_rate": 3.0, "first_step": 8.0})
+    monkeypatch.setattr(presets, "get_preset", lambda name: custom)
+
+    def configs(*flags):
+        args = build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png",
+                                          "--preset", "gatys2016", *flags])
+        apply_preset(args)
+        return style_config(args), solver_config(args)
+
+    config, solver = configs()
+    assert (solver.name, solver.learning_rate, solver.first_step) == (optimizer, 3.0, 8.0)
+    assert config.learning_rate is None  # no deprecated solver field reached the objective
+    assert "learning_rate=3, first_step=8" in capsys.readouterr().err
+    _, solver = configs("--learning-rate", "5", "--first-step", "2")
+    assert (solver.learning_rate, solver.first_step) == (5.0, 2.0)
+
+
 def test_preset_layer_weights_must_follow_changed_layers(tmp_path, weights, capsys):
     code, _ = stylize(tmp_path, DATA / "starry_night.png", "--preset", "neural-style",
                       "--weights", weights, "--iterations", "1")
@@ -201,7 +230,9 @@ def test_the_default_runs_coarse_to_fine_and_splits_the_iterations():
         sizes("--scale-factor", "0.5")
 
 
-def test_frames_continue_with_skip_existing(tmp_path, weights, capsys):
+def test_frames_continue_with_skip_existing(tmp_path, weights, capsys, monkeypatch):
+    from nst_jax import images
+
     frames = tmp_path / "frames"
     frames.mkdir()
     photo = load_image(DATA / "chelsea.png")
@@ -211,7 +242,12 @@ def test_frames_continue_with_skip_existing(tmp_path, weights, capsys):
     out = tmp_path / "out"
     args = ["stylize-frames", str(frames), str(DATA / "starry_night.png"), "-o", str(out),
             "--weights", weights, "--iterations", "2", *FAST]
+    decoded, load = [], images.load_image
+    monkeypatch.setattr(images, "load_image", lambda path, **kw: decoded.append(
+        Path(path).name) or load(path, **kw))
     assert main(args) == 0
+    assert decoded == ["f0.png", "starry_night.png", "f1.png", "f2.png"]  # each frame once
+    monkeypatch.setattr(images, "load_image", load)
     assert sorted(p.name for p in out.iterdir()) == ["f0.png", "f1.png", "f2.png"]
     first = pixels(out / "f2.png")
     assert main(args) == 1 and "--skip-existing" in capsys.readouterr().err

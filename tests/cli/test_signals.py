@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import http.server
+import json
 import os
 import re
 import select
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 
 from conftest import DATA
@@ -178,12 +180,41 @@ def test_signal_at_a_multiscale_stage_change_saves_the_image_so_far(tmp_path):
     assert max(load_image(tmp_path / "out.png").shape[:2]) == 48
 
 
-def test_signal_during_a_sweep_writes_nothing(tmp_path):
-    result = interrupt(["sweep", CONTENT, STYLE, "-o", "runs", *SMALL, "--iterations", "30",
-                        "--style-weight", "100,1000"], tmp_path, when="it/s")
+def test_signal_during_a_sweep_keeps_every_run_and_a_checkpoint_that_resumes(tmp_path):
+    """A sweep runs in chunks of iterations: SIGINT while it iterates writes every run's best
+    image so far and OUTDIR/sweep.ckpt.npz; the same command plus --resume ends the sweep with
+    the images of an uninterrupted one, bit for bit, and removes the checkpoint."""
+    args = ["sweep", CONTENT, STYLE, *SMALL, "--iterations", "30", "--style-weight", "100,1000"]
+    result = interrupt([*args, "-o", "runs"], tmp_path, when="it/s", delay=1.0)
     line = assert_clean_interrupt(result, signal.SIGINT, tmp_path)
-    assert "nothing was written" in line
-    assert list((tmp_path / "runs").iterdir()) == []
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["000_sw100.png", "001_sw1000.png",
+                                                      "sweep.ckpt.npz"]
+    iteration = int(re.search(r"at iteration (\d+);", line).group(1))
+    assert 0 < iteration < 30
+    assert ("kept every run's best image so far (2 images in runs/) and the checkpoint "
+            "runs/sweep.ckpt.npz (continue with the same command plus --resume)") in line
+    for image in ("000_sw100.png", "001_sw1000.png"):
+        run = read_metadata(runs / image)["run"]
+        assert (run["status"], run["iterations"]) == ("interrupted", iteration)
+    done = {}
+    for name, extra in (("resumed", ["-o", "runs", "--resume"]), ("whole", ["-o", "whole"])):
+        done[name] = subprocess.run([sys.executable, "-m", "nst_jax.cli", *map(str, args),
+                                     *extra], cwd=tmp_path, env=environment(tmp_path),
+                                    capture_output=True, text=True, timeout=240)
+        assert done[name].returncode == 0, done[name].stderr
+    assert f"resuming from runs/sweep.ckpt.npz at iteration {iteration}" in \
+        done["resumed"].stderr
+    assert not (runs / "sweep.ckpt.npz").exists() and temporaries(tmp_path) == []
+    for image in ("000_sw100.png", "001_sw1000.png"):
+        np.testing.assert_array_equal(load_image(runs / image), load_image(tmp_path / "whole" /
+                                                                          image))
+        assert read_metadata(runs / image)["run"]["iterations"] == 30
+    report = json.loads((runs / "sweep.json").read_text())
+    assert [len(r["history"]["loss"]) for r in report["runs"]] == [31, 31]
+    whole = json.loads((tmp_path / "whole" / "sweep.json").read_text())
+    assert [r["history"]["loss"] for r in report["runs"]] == \
+        [r["history"]["loss"] for r in whole["runs"]]
 
 
 def test_signal_between_frames_keeps_the_finished_frames(tmp_path):
@@ -310,3 +341,28 @@ def test_a_signal_after_the_last_safe_point_still_sets_the_exit_code(monkeypatch
     assert cli.main(["weights", "info"]) == 128 + signal.SIGTERM
     assert capsys.readouterr().err == ("nst-jax: interrupted (SIGTERM) as the command ended; "
                                        "its outputs were all written\n")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_before_main_installs_its_handling_ends_cleanly(tmp_path, signum):
+    """The moments between the start and ``main`` (imports, ~0.05 s): the signal is held by
+    the first lines of ``nst_jax.cli`` and acted on by main's first check. (Before, SIGTERM
+    killed the process, -15, and SIGINT printed a KeyboardInterrupt traceback.) The console
+    script is imitated: argv[0] is "nst-jax" when the package is imported."""
+    code = ("import os, signal, sys; sys.argv[0] = '/venv/bin/nst-jax'; import nst_jax.cli; "
+            f"os.kill(os.getpid(), {int(signum)}); "
+            "sys.exit(nst_jax.cli.main(['weights', 'info', 'missing.h5']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 128 + signum, proc.stderr
+    assert proc.stderr == (f"nst-jax: interrupted ({signal.Signals(signum).name}) before "
+                           "anything was written\n")
+
+
+def test_importing_the_cli_as_a_library_leaves_the_signals_alone(tmp_path):
+    code = ("import signal, nst_jax.cli; "
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, "
+            "signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["True", "True"], proc.stderr

