@@ -362,32 +362,30 @@ def stylize_batch(
     content_features = per_style[0].content_features
     style_grams = tuple(jnp.stack([t.style_grams[i] for t in per_style])
                         for i in range(n_style))
-    if state is None:
-        images = jnp.stack([
-            initial_image(init, content, styles[i], key=jax.random.key(int(seed)),
-                          preprocessing=config.preprocessing)
-            for i, seed in zip(index, seeds)
-        ])
     padded = -(-batch // len(devices)) * len(devices)
     pad = lambda x: jnp.concatenate([x, jnp.repeat(x[:1], padded - batch, 0)])
-    weights, index = put(jax.tree.map(pad, (weights, jnp.asarray(index))), lanes)
+    weights, lane_index = put(jax.tree.map(pad, (weights, jnp.asarray(index))), lanes)
     shared = put((params, content_features, style_grams), replicated)
     limits = put((jnp.int32(iterations), jnp.float32(tol), jnp.int32(max(patience, 1))),
                  replicated)
     init_seconds = 0.0
     if state is None:
-        images = put(pad(images), lanes)
+        images = put(pad(jnp.stack([
+            initial_image(init, content, styles[i], key=jax.random.key(int(seed)),
+                          preprocessing=config.preprocessing)
+            for i, seed in zip(index, seeds)
+        ])), lanes)
         init_fn, init_seconds = compile_cached(
-            _batched_init, (images, weights, index, *shared), config=config, solver=solver,
+            _batched_init, (images, weights, lane_index, *shared), config=config, solver=solver,
             lanes=lanes)
-        state = init_fn(images, weights, index, *shared)
+        state = init_fn(images, weights, lane_index, *shared)
     else:
         state = put(jax.tree.map(pad, state), lanes)
     steps = chunk_size(content.shape[0] * content.shape[1] * padded // len(devices), None)
     run_fn, run_seconds = compile_cached(
-        _batched_run, (state, weights, index, *shared, limits), config=config, solver=solver,
-        steps=steps, lanes=lanes)
+        _batched_run, (state, weights, lane_index, *shared, limits), config=config,
+        solver=solver, steps=steps, lanes=lanes)
     state, history, status = drive(
-        run_fn, state, (weights, index, *shared, limits), iterations=iterations, start=start,
+        run_fn, state, (weights, lane_index, *shared, limits), iterations=iterations, start=start,
         compile_seconds=init_seconds + run_seconds, callback=callback)
     return _result(state, history, status, batch, init_seconds + run_seconds, len(devices))

@@ -360,9 +360,11 @@ def test_a_signal_before_main_installs_its_handling_ends_cleanly(tmp_path, signu
 
 
 def test_importing_the_cli_as_a_library_leaves_the_signals_alone(tmp_path):
-    code = ("import signal, nst_jax.cli; "
-            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, "
-            "signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)")
+    # Compared with the handlers before the import: what a process inherits varies (a
+    # pytest-xdist worker's children start with SIGINT ignored).
+    code = ("import signal; names = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP); "
+            "before = [signal.getsignal(s) for s in names]; import nst_jax.cli; "
+            "print([signal.getsignal(s) for s in names] == before)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment(tmp_path),
                           capture_output=True, text=True, timeout=60)
-    assert proc.stdout.split() == ["True", "True"], proc.stderr
+    assert proc.stdout.split() == ["True"], proc.stderr
