@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the gallery (docs/gallery/) from the bundled examples, on the pretrained VGG-19.
 #   bash scripts/gallery.sh [WEIGHTS]      # WEIGHTS: auto (default), quantized, or a .h5 file
-# About 25 minutes on 2 CPU cores at the sizes below (the 512-px strength row is 15 of them). Every image records its settings and
-# the weights that made it in its metadata
+# About 25 minutes on 2 CPU cores at the sizes below (the 512-px strength row is 15 of them).
+# Every image records its settings and the weights that made it in its metadata
 # (`python -c "from nst_jax.images import read_metadata; print(read_metadata('docs/gallery/plain.png'))"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,60 +1,51 @@
-"""Score stylized images, and run a small quality sweep of CLI configurations over example pairs.
+"""Score stylized images layer by layer, and run a quality sweep of CLI configurations.
 
 Commands (from the repository root, with the venv active)::
 
-    # the four figures of one output (images at the output's size; painting at --size)
+    # every figure of one output (photo at the output's size; painting at --size)
     python scripts/quality.py score OUT.png examples/chelsea.jpg examples/starry_night.jpg \
         --weights auto
 
-    # sweep: every configuration on every photo/painting pair (default: the 8 pairs below)
-    python scripts/quality.py run --out quality_run --size 128 --iterations 100 \
-        --weights auto \
-        --config default="" --config adam="--optimizer adam" \
-        [--pairs chelsea:starry_night,camera:great_wave] [--jobs 1] [--timeout 1800]
+    # every configuration on every photo/painting pair (default: the 10 pairs below)
+    python scripts/quality.py run --out quality_run --size 512 --iterations 500 \
+        --weights auto --config default="" [--config adam="--optimizer adam"] \
+        [--pairs tune | held-out | chelsea:starry_night,camera:great_wave] [--jobs 1]
 
 ``--config NAME="CLI OPTIONS"`` (repeatable) names a set of ``nst-jax stylize`` options; each run
 is ``nst-jax stylize PHOTO PAINTING -o OUT/<config>/<pair>.png --size S --iterations N
 --weights W --log OUT/<config>/<pair>.json --overwrite -q <options>`` in a subprocess
 (``python -m nst_jax.cli`` when the console script is not next to this Python). Without
 ``--config`` the one configuration is ``default=""``. ``--pairs`` takes PHOTO:PAINTING items,
-each a path or the stem of a file in ``examples/``. ``--weights`` takes what ``nst-jax
-stylize --weights`` takes (default ``$NST_JAX_WEIGHTS``, else ``auto``: the pretrained weights,
-downloaded once); ``random`` scores with seeded random VGG-19 weights (and passes it to the runs).
+each a path or the stem of a file in ``examples/``, or the name of a set of the default pairs.
+``--weights`` takes what ``nst-jax stylize --weights`` takes (default ``$NST_JAX_WEIGHTS``, else
+``auto``); ``random`` scores with seeded random VGG-19 weights (a number that says nothing about
+quality).
 
-Outputs of ``run`` in ``--out``:
+Outputs of ``run`` in ``--out``: ``<config>/<pair>.png`` / ``.json`` / ``.txt`` (image, CLI log,
+stdout and stderr); ``quality.json`` (every number and the exact command of each run);
+``quality.md`` (per configuration the worst value over the pairs of each figure and how many
+pairs meet every bound, then a per-pair table); ``contact_sheet.jpg`` (rows = pairs: photo,
+painting, then each configuration) at the run's own size, so a 512-px run shows what users
+get (``--sheet-zoom`` enlarges small sizes nearest-neighbour).
 
-* ``<config>/<pair>.png`` the stylized images, ``<config>/<pair>.json`` the CLI's logs,
-  ``<config>/<pair>.txt`` each run's stdout and stderr;
-* ``quality.json``: every number and the exact command of each run (failed runs keep their
-  error message and return code);
-* ``quality.md``: a summary table (rows = configurations, columns = mean and worst over the
-  pairs of each figure, wall seconds, evaluations per iteration, compile seconds) and a
-  per-pair table;
-* ``contact_sheet.png``: rows = pairs (photo and painting first), columns = configurations;
-  small sizes are enlarged nearest-neighbour (``--sheet-zoom``, default 192 // size: 3x at 64
-  px) so that pixel-level artefacts stay visible.
+Default pairs: ``tune`` (used to choose the defaults) astronaut / The Scream, chelsea / The
+Starry Night, coffee / Composition VII, camera / The Great Wave; ``held-out`` (run once, to
+check) rocket / The Shipwreck, hubble_deep_field / The Starry Night, brick / The Great Wave,
+camera / The Shipwreck, coffee / The Scream, astronaut / Composition VII. ``--jax-cache DIR``
+shares a persistent compilation cache between the runs.
 
-Default pairs (photo / painting, kind): astronaut / The Scream (portrait, Munch); chelsea /
-The Starry Night (animal, van Gogh); coffee / Composition VII (still life, Kandinsky); rocket /
-The Shipwreck (industrial landscape, Turner); hubble_deep_field / The Starry Night (astronomy,
-van Gogh); camera / The Great Wave (grey-scale portrait, Hokusai); brick / Composition VII
-(texture, Kandinsky); coffee / The Great Wave (still life, Hokusai). ``--jax-cache DIR`` shares a
-persistent JAX compilation cache between the runs (off by default, so that compile seconds
-stay comparable).
+Figures (``nst_jax.quality``), each against its own scale, with the bounds of BOUNDS:
+relu1_1 ... relu5_1 (``PairScorer``: relative Gram error ``|G - A|_F / |A|_F``, Grams per
+position, the painting scaled to the output's longest side; <= 0.30 for relu1_1-relu4_1,
+<= 0.80 for relu5_1), colour (sliced Wasserstein-1 distance of the RGB distributions to the
+painting's, 64 fixed directions, 0-255; <= 15), content (relu4_2 mean squared difference to
+the photo as a fraction of the painting's; <= 0.46), grid (an added 4-32 px block lattice;
+<= 0.1), saturation (fraction of pixels with a channel at 0 or 255; <= 0.1); and, without a
+bound, change (mean |output - photo|) and the old style distance (the style loss summed with
+the Gatys weights, relative to the photo's: it cannot see a layer that is not matched).
 
-Figures (``nst_jax.quality``; "worst" is the largest over the pairs: the least style, the
-largest departure from the photo, the strongest lattice, the most clipping):
-style distance (Gatys style loss of the output relative to the unchanged photo's: 1.0 = no
-style, 0 = the painting's Gram statistics), change (mean |output - photo|, 0-255), grid
-(block_grid(output) - block_grid(photo): an added 4-32 px lattice; the photo's own value is
-noisy at 64 px, where the 32-px period has a single border line), saturation (fraction of
-pixels with a channel at 0 or 255).
-
-Runtime on the shared 2-core CPU machine, measured: each run is one process, and start-up plus
-XLA compiles (~5-8 s) dominate small runs. 8 pairs x 2 configurations at 64 px and 20
-iterations: 2.3 minutes (6-10 s a run), plus ~10 s of scoring. One 128-px, 100-iteration Adam
-run: 18 s (13 s of iterations), so the 8 x 2 sweep at 128 px and 100 iterations takes about
-5 minutes. ``score``: ~4 s (loading the weights and three VGG passes).
+Runtime on the 2-core CPU machine: a default 512-px run is one process of about 2-4 minutes
+(start-up, compiles and five scales), so the 10 pairs take 30-40 minutes; ``score`` ~10 s.
 """
 
 from __future__ import annotations

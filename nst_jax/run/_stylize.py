@@ -54,13 +54,15 @@ class StylizeResult(NamedTuple):
             run (``state.best_image``; nearly always the last iterate, ``state.image``).
         history: per iteration (index 0 = the initial image): ``loss`` total, ``content``,
             ``style``, ``tv`` (unweighted terms), ``evaluations`` (cumulative loss+gradient
-            evaluations) and ``seconds`` (wall clock since the start of the loop; within one
+            evaluations) and ``seconds`` (wall clock of the iterations since the first; within one
             compiled chunk the time is spread evenly over its iterations).
         iterations: optimizer iterations done.
         evaluations: loss+gradient evaluations done.
         status: why the run stopped (see ``STATUS_NAMES``).
         state: the final :class:`OptState` (continue a run with ``stylize(..., state=...)``).
-        compile_seconds: time spent compiling (first chunk includes it).
+        compile_seconds: seconds before the first iteration: the content features, style
+            Grams and initial state, and on a cold run their compiles and the step's
+            (``history["seconds"]`` counts the iterations only).
         targets: the :class:`Targets` used (pass them back with ``stylize(..., targets=)`` to
             continue a run without recomputing the content features and style Grams).
     """
@@ -198,12 +200,16 @@ def stylize(
     else:
         state = state._replace(status=jnp.zeros((), jnp.int32))
     steps = chunk_size(content.shape[0] * content.shape[1], save_every)
-    compiled, compile_seconds = compile_cached(
+    compiled, _ = compile_cached(
         run_steps, (state, params, targets, weights, limits), config=config, solver=solver,
         steps=steps)
+    # Everything before the first iteration (the targets, the initial state, and on a cold run
+    # their compiles and the step's) is compile_seconds; history["seconds"] counts iterations.
+    state = jax.block_until_ready(state)
+    compile_seconds = time.perf_counter() - start
     state, history, status = drive(compiled, state, (params, targets, weights, limits),
-                                   iterations=iterations, start=start,
-                                   compile_seconds=compile_seconds, callback=callback)
+                                   iterations=iterations, start=time.perf_counter(),
+                                   compile_seconds=0.0, callback=callback)
     return StylizeResult(
         image=np.clip(np.asarray(state.best_image), *BOUNDS),
         history=history,

@@ -123,16 +123,17 @@ def default_run(real_weights):
 
 def test_the_default_matches_every_layer_and_the_paintings_colours(default_run):
     """The look of the default, judged layer by layer against each layer's own scale. Measured
-    here: relu1_1 relative Gram error MEASURED_R11 (the photo's: PHOTO_R11), every layer below
-    MEASURED_MAX, colour distance MEASURED_COL (the photo's: PHOTO_COL). The previous default
-    (Gatys constants, where conv4_1 outweighed conv1_1 by ~1e5) left relu1_1 at 0.25-1.09 on
-    512-px runs, so the bound 0.15 fails it by far while leaving the measured value ~2x room
-    for float and platform differences; the colour must come 3x closer to the painting's than
-    the photo's own (measured FACTORx)."""
+    here: 90 + 60 iterations; relative Gram errors 0.091, 0.047, 0.116, 0.180, 0.364 (relu1_1
+    to relu5_1; the photo's: 0.98, 0.59, 0.71, 0.74, 1.27), colour distance 8.5 (the photo's:
+    43.4), content 0.32. The previous default (Gatys constants, where conv4_1 outweighed
+    conv1_1 by ~1e5) left relu1_1 at 0.25-1.09 at 512 px: the bound 0.18 (2x the measured
+    value, room for platform and float differences) fails it, and so does a run that matches
+    only the deep layers. The colour must come 3x closer to the painting's than the photo's
+    own (measured 5.1x)."""
     result, figures, photo = default_run
     assert result.sizes == [128, 181]
     assert [r.iterations <= n for r, n in zip(result.scales, (90, 60))] == [True, True]
-    assert figures["gram_errors"]["conv1_1"] < 0.15 < photo["gram_errors"]["conv1_1"]
+    assert figures["gram_errors"]["conv1_1"] < 0.18 < photo["gram_errors"]["conv1_1"]
     assert max(figures["gram_errors"][n] for n in ("conv1_1", "conv2_1", "conv3_1",
                                                    "conv4_1")) < 0.3
     assert figures["gram_errors"]["conv5_1"] < 0.8

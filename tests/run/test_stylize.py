@@ -10,6 +10,8 @@ compile each.
 
 from __future__ import annotations
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -473,3 +475,27 @@ def test_gaussian_init_is_the_weights_mean_colour(small_images):
     np.testing.assert_allclose(deprocess(preprocess(image)), image, atol=1e-4)
     with pytest.raises(ValueError, match="expected"):
         initial_image(np.zeros((3, 3, 3)), content, None, key=jax.random.key(0))
+
+
+def test_history_seconds_count_iterations_not_the_compiles(random_params, small_images,
+                                                           monkeypatch):
+    """Everything before the first iteration (targets, initial state, compiles) is
+    compile_seconds; history["seconds"] starts at 0 and counts only iterations. The targets
+    are made to take 2 s longer (a sleep): that must land in compile_seconds, not in the
+    history of 3 iterations at 21x27 px (milliseconds each)."""
+    content, starry, _ = small_images
+    slow = _stylize._targets_jit
+
+    def slow_targets(*args, **kwargs):
+        out = jax.block_until_ready(slow(*args, **kwargs))
+        time.sleep(2.0)
+        return out
+
+    monkeypatch.setattr(_stylize, "_targets_jit", slow_targets)
+    config = StyleConfig(content_layers=("conv2_1",), style_layers=("conv1_1",))
+    result = stylize(np.asarray(content[:21, :27]), starry, params=random_params, config=config,
+                     iterations=3, tol=0.0)
+    seconds = result.history["seconds"]
+    assert seconds[0] == 0.0 and np.all(np.diff(seconds) >= 0)
+    assert result.compile_seconds >= 2.0
+    assert seconds[-1] < 2.0
