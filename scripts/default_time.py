@@ -7,8 +7,8 @@ Command (repository root, venv active; pretrained weights)::
         --pairs chelsea:starry_night,astronaut:the_scream
 
 Each pair runs ``nst-jax stylize PHOTO PAINTING -o OUT --size 512`` twice per repeat, the
-previous default and the current one in alternating order (so that drift of the machine hits
-both alike): the previous default is one scale at 512 px with the Gatys losses, beta 100, and
+previous default and the current one, which one first alternating over pairs and repeats (so
+that drift and other load on the machine hit both alike): the previous default is one scale at 512 px with the Gatys losses, beta 100, and
 alpha and gamma 1 and 200 per 128x128 px (``--content-norm gatys --style-norm gatys
 --style-weight 100 --tv-weight <200 * 128^2 / (H W)> --scale-factor 1``; alpha is that
 norm's size-aware default); the current one is the plain command. Prints and writes
@@ -55,11 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     weights = q.weights_spec(args.weights)
     prefix = q.cli_prefix()
     runs = []
-    for pair in q.parse_pairs(args.pairs):
+    for index, pair in enumerate(q.parse_pairs(args.pairs)):
         photo = nst_jax.load_image(pair["photo"], max_side=args.size)
         configs = {"previous": previous_options(photo.shape[:2]), "current": []}
         for repeat in range(args.repeats):
-            order = list(configs) if repeat % 2 == 0 else list(configs)[::-1]
+            # Which goes first alternates over pairs and repeats.
+            order = list(configs) if (index + repeat) % 2 == 0 else list(configs)[::-1]
             for name in order:
                 image = out / f"{pair['name']}_{name}_{repeat}.png"
                 argv_ = [*prefix, "stylize", pair["photo"], pair["painting"], "-o", str(image),
