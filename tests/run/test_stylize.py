@@ -385,8 +385,7 @@ def test_changing_weight_values_does_not_recompile(random_params, content, style
     second = run(content, style, random_params, iterations=2, content_weight=weights[0],
                  style_weight=weights[1], tv_weight=weights[2],
                  style_layer_weights=list(STYLE_LAYER_WEIGHTS))
-    assert compiled_loops() == chunks
-    assert second.compile_seconds == 0.0
+    assert compiled_loops() == chunks  # (compile_seconds now also counts computing targets)
     assert _stylize._init_jit._cache_size() == init_cache
     assert _stylize._targets_jit._cache_size() == targets_cache
     # ... and the new values were really used.
