@@ -12,9 +12,8 @@ import time
 from typing import Any
 
 from .._errors import NstError
-from .._version import __version__
 from . import _signals
-from ._common import Progress, say, write_json
+from ._common import Progress, log_header, say, write_json
 from ._parser import PROG
 
 
@@ -33,7 +32,7 @@ def run_single(args, content, styles, run, finish, prepared, specs) -> int:
     from ..run._loop import NONFINITE
 
     checkpoint = args.checkpoint  # None: no checkpoints
-    meta = {"weights": prepared.record, "settings": prepared.settings}
+    meta = prepared.meta
     run_meta: dict[str, Any] = {}
     if checkpoint is not None:
         # What must be equal for a resumed run to continue the same optimization.
@@ -142,7 +141,7 @@ def run_single(args, content, styles, run, finish, prepared, specs) -> int:
     save_image(args.output, finish(result.image), metadata={**meta, **summary})
     if args.log is not None:
         write_json(args.log, {
-            "nst_jax": __version__, **meta, **summary,
+            **log_header(prepared), **summary,
             "history": {"iteration": list(range(len(history["loss"]))),
                         **{k: np.asarray(v).tolist() for k, v in history.items()}},
         })

@@ -15,9 +15,8 @@ from typing import Any
 
 from .._errors import ImageError, NstError
 from .._files import check_output, same_file
-from .._version import __version__
 from . import _signals
-from ._common import Progress, clock, jax_key, prepare, say, write_json
+from ._common import Progress, clock, jax_key, log_header, prepare, say, write_json
 from ._parser import PROG, style_spec
 
 
@@ -196,7 +195,7 @@ def _multiscale(args, content, styles, run, sizes, finish, prepared) -> int:
 
     latest: dict[str, Any] = {}
     bars: list[Progress] = []
-    meta = {"weights": prepared.record, "settings": prepared.settings}
+    meta = prepared.meta
     # The ETA of the whole run: seconds per pixel-iteration so far (compiles included, so an
     # upper estimate), times the pixel-iterations the remaining scales may take.
     area = [side * side * content.shape[0] * content.shape[1] / max(content.shape[:2]) ** 2
@@ -251,7 +250,7 @@ def _multiscale(args, content, styles, run, sizes, finish, prepared) -> int:
     save_image(args.output, finish(result.image), metadata={**meta, **summary})
     if args.log is not None:
         write_json(args.log, {
-            "nst_jax": __version__, **meta, **summary,
+            **log_header(prepared), **summary,
             "scales": [{"size": size, "history": {k: np.asarray(v).tolist()
                                                   for k, v in r.history.items()}}
                        for size, r in zip(sizes, result.scales)]})
