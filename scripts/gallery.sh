@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the gallery (docs/gallery/) from the bundled examples, on the pretrained VGG-19.
 #   bash scripts/gallery.sh [WEIGHTS]      # WEIGHTS: auto (default), quantized, or a .h5 file
-# About 25 minutes on 2 CPU cores at the sizes below (the 512-px strength row is 10 of them).
+# About 25 minutes on 2 CPU cores at the sizes below (the 512-px strength row is 15 of them).
 # Every image records its settings and the weights that made it in its metadata
 # (`python -c "from nst_jax.images import read_metadata; print(read_metadata('docs/gallery/plain.png'))"`).
 set -euo pipefail
@@ -21,9 +21,9 @@ run sweep "$photo" examples/starry_night.jpg examples/great_wave.jpg \
 cp "$out/sweep/contact_sheet.png" "$out/sweep.png"
 
 # The README's picture: the default command at 512 px (what users get) with the style
-# weight 1, 10 (the default) and 100.
+# weight 1, 3, 10 (the default), 30 and 100.
 mkdir -p "$out/strength"
-for w in 1 10 100; do
+for w in 1 3 10 30 100; do
     run stylize "$photo" examples/starry_night.jpg -o "$out/strength/sw$w.png" \
         --style-weight "$w" --weights "$weights" --overwrite -q
 done
@@ -32,7 +32,7 @@ import sys
 import nst_jax
 from nst_jax.quality import contact_sheet
 photo, out = sys.argv[1], sys.argv[2]
-weights = ["1", "10", "100"]
+weights = ["1", "3", "10", "30", "100"]
 row = [nst_jax.load_image(photo, max_side=512),
        *(nst_jax.load_image(f"{out}/strength/sw{w}.png") for w in weights),
        nst_jax.load_image("examples/starry_night.jpg", max_side=512)]
