@@ -11,8 +11,14 @@ taken as three equal channels). All figures are plain Python floats:
 * :func:`grid` - excess 2^k-pixel block pattern of the output over the photo's
   (:func:`block_grid`; ~0 for a clean output, > 0 when a 4/8/16/32-px lattice shows).
 * :func:`saturation` - fraction of pixels with a channel clipped at 0 or 255.
+* :class:`PairScorer` / :func:`layer_figures` - each layer against its own scale: per style
+  layer the relative Gram error ``|G - A|_F / |A|_F``, the colour distance
+  (:func:`colour_distance`, sliced Wasserstein-1 of the RGB distributions) and the content
+  distance (relu4_2 MSE to the photo as a fraction of the painting's). Unlike the style
+  distance, which sums the layers with the objective's weights, no layer can hide behind
+  another.
 
-:func:`score` gives the four together; :class:`StyleScorer` computes a painting's Gram
+:func:`score` gives the four pixel and summed figures together; :class:`StyleScorer` computes a painting's Gram
 matrices once for scoring many outputs against it. :func:`contact_sheet` draws a labelled grid
 of images (rows x columns) with Pillow.
 
@@ -283,27 +289,28 @@ class PairScorer:
             out[name] = flat.T @ flat / flat.shape[0]
         return out
 
-    def _references(self, shape: tuple[int, ...]) -> tuple[dict, np.ndarray, float]:
-        """(painting Grams at this size, photo content features, painting's content MSE)."""
+    def _references(self, shape: tuple[int, ...]) -> tuple[np.ndarray, dict, np.ndarray, float]:
+        """For outputs of this (H, W): the painting scaled to the longest side and its Grams,
+        the photo's content features, and the painting's content MSE (computed once)."""
         key = tuple(shape[:2])
         if key not in self._cache:
-            painting_grams = self._grams(self._features(_side(self.painting, max(key))))
+            scaled = _side(self.painting, max(key))
             photo = self._features(_resize(self.photo, key))[self.content_layer]
             painting = self._features(_resize(self.painting, key))[self.content_layer]
-            self._cache[key] = (painting_grams, photo, float(np.mean((painting - photo) ** 2)))
+            self._cache[key] = (scaled, self._grams(self._features(scaled)), photo,
+                                float(np.mean((painting - photo) ** 2)))
         return self._cache[key]
 
     def figures(self, output: Any) -> dict[str, Any]:
         """``{"gram_errors": {layer: float}, "colour": float, "content": float}``."""
         out = _image(output, "output")
-        painting_grams, photo_content, painting_mse = self._references(out.shape)
+        scaled, painting_grams, photo_content, painting_mse = self._references(out.shape)
         feats = self._features(out)
         grams = self._grams(feats)
         errors = {name: float(np.linalg.norm(grams[name] - painting_grams[name])
                               / np.linalg.norm(painting_grams[name])) for name in self.layers}
         moved = float(np.mean((feats[self.content_layer] - photo_content) ** 2))
         content = moved / painting_mse if painting_mse else (0.0 if moved == 0 else math.inf)
-        scaled = _side(self.painting, max(out.shape[:2]))
         return {"gram_errors": errors, "colour": colour_distance(out, scaled),
                 "content": content}
 

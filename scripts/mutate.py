@@ -175,8 +175,8 @@ MUTANTS = [
            "/ np.linalg.norm(grams[name])) for name in self.layers}",
            "Gram error relative to the output's Gram, not the painting's"),
     Mutant("quality-painting-at-output-side", QU,
-           "painting_grams = self._grams(self._features(_side(self.painting, max(key))))",
-           "painting_grams = self._grams(self._features(self.painting))",
+           "scaled = _side(self.painting, max(key))",
+           "scaled = self.painting",
            "painting's Grams at its own size, not scaled to the output's longest side"),
     Mutant("quality-content-reference", QU,
            "painting = self._features(_resize(self.painting, key))[self.content_layer]",
@@ -229,9 +229,9 @@ MUTANTS = [
            "error = style_error(f, targets.style_grams[i], norm=config.content_norm)",
            "style error uses the content loss's normalisation"),
     Mutant("obj-content-weight-size", O,
-           'used as is.\n    """\n'
+           '        return per_reference\n'
            '    return per_reference * REFERENCE_PIXELS / (shape[0] * shape[1])',
-           'used as is.\n    """\n'
+           '        return per_reference\n'
            '    return per_reference * REFERENCE_PIXELS / (shape[0] * shape[0])',
            "size-aware alpha uses H*H instead of H*W"),
     # ------------------------------------------------------------------------ preprocessing
@@ -443,8 +443,9 @@ MUTANTS = [
     Mutant("ckpt-weak-type", CK, 'if getattr(like, "weak_type", False) and data.shape == ():',
            "if False:",
            "scalar leaves lose their weak type on load"),
-    Mutant("ckpt-meta-counts", CK, '"iteration": int(getattr(state, "iteration", -1)),',
-           '"iteration": int(getattr(state, "evaluations", -1)),',
+    Mutant("ckpt-meta-counts", CK,
+           '"iteration": np.asarray(getattr(state, "iteration", -1)).tolist(),',
+           '"iteration": np.asarray(getattr(state, "evaluations", -1)).tolist(),',
            "checkpoint meta records the evaluations as the iteration"),
 ]
 
